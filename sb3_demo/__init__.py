@@ -1,0 +1,46 @@
+"""sb3_demo: Dynamic Mirror Descent MPC (DeMo) for Stable-Baselines3.
+
+Public names are imported lazily, so ``import sb3_demo`` stays cheap and
+``from sb3_demo import DMDMPCPlanner`` does not import gymnasium or SB3.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "DMDMPCPlanner": "sb3_demo.planner",
+    "PlanResult": "sb3_demo.planner",
+    "DynamicsModel": "sb3_demo.dynamics",
+    "CallableDynamics": "sb3_demo.dynamics",
+    "PendulumDynamics": "sb3_demo.dynamics",
+    "MountainCarContinuousDynamics": "sb3_demo.dynamics",
+}
+
+if TYPE_CHECKING:
+    from sb3_demo.dynamics import (
+        CallableDynamics,
+        DynamicsModel,
+        MountainCarContinuousDynamics,
+        PendulumDynamics,
+    )
+    from sb3_demo.planner import DMDMPCPlanner, PlanResult
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sb3_demo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,1 @@
+"""Glue between SB3 objects and the pure-torch planner."""
