@@ -51,7 +51,10 @@ def critic_value(policy: BasePolicy, reduce: CriticReduce = "min") -> Callable[[
             obs = obs.to(device=policy.device, dtype=th.float32)
             actions = policy._predict(obs, deterministic=True)
             qs = critic(obs, actions)
-            q = th.stack([qi.reshape(obs.shape[0], -1).mean(dim=1) for qi in qs], dim=1)  # (N, heads)
+            if isinstance(qs, th.Tensor):  # TQC: (N, n_critics, n_quantiles) -> mean over quantiles
+                q = qs.reshape(obs.shape[0], qs.shape[1], -1).mean(dim=2)
+            else:  # SAC/TD3: a tuple of (N, 1) heads
+                q = th.stack([qi.reshape(obs.shape[0], -1).mean(dim=1) for qi in qs], dim=1)  # (N, heads)
             if reduce == "min":
                 return q.min(dim=1).values
             if reduce == "q1":
