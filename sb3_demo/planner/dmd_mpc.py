@@ -15,23 +15,29 @@ normalised action space ``[-1, 1]`` (the space SB3 policies act in). Each contro
    divergence this is a convex combination in the Gaussian's expectation parameters::
 
        mean <- (1 - gamma_mean) * mean + gamma_mean * sum_i w_i U_i
-       var  <- (1 - gamma_std)  * var  + gamma_std  * sum_i w_i (U_i - mean_new)^2
+       var  <- (1 - gamma_std)  * var  + gamma_std  * sum_i w_i (U_i - sum_j w_j U_j)^2
 
    with ``w_i = u(R_i) / sum_j u(R_j)`` and the utility ``u`` either ``exp(R / temperature)``
    (MPPI when ``gamma_mean = 1``) or the elite indicator (CEM when both gammas are 1),
 3. returns the first action of the plan.
 
+The Gaussian samples of one iteration are ``clamp(mean + std * eps, -1, 1)`` with ``eps`` one standard
+normal tensor of shape ``(B, num_samples, H, A)`` drawn from the planner's generator; the prior's
+sequences (if any) follow them along the ``M`` axis.
+
 The return of a sequence from state ``s`` is ``R = sum_{h<H} discount^h r_h + discount^H V(s_H)`` with
-``V`` an optional terminal value (the SB3 critic), rewards stop accumulating once a rollout terminates.
+``V`` an optional terminal value (the SB3 critic); once a rollout terminates, neither later rewards nor the
+terminal value count.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch as th
 
@@ -59,11 +65,12 @@ class PlanResult:
     :param mean: (B, H, A) the plan's mean sequence after the update (normalised units)
     :param expected_return: (B,) weighted mean return of the last iteration's sequences
         (``nan`` where no iteration ran or every sequence was invalid)
-    :param ess: (B,) effective sample size ``1 / sum w_i^2`` of the last iteration
+    :param ess: (B,) effective sample size ``1 / sum w_i^2`` of the last iteration (0 where none ran)
     :param iterations: iterations completed (all environments run the same number)
     :param fallback: (B,) bool, True where the action did not come from a plan: no iteration fitted the
-        deadline, or every sequence's return was NaN/inf
-    :param all_invalid: (B,) bool, True where every sequence's return was NaN/inf
+        deadline, or every sequence's return was NaN/inf. The action is then the prior's (or, without a
+        prior, the first action of the warm-started plan)
+    :param all_invalid: (B,) bool, True where every sequence's return was NaN/inf in the last iteration
     :param elapsed: seconds spent in :meth:`plan`
     :param deadline_hit: True if iterating stopped because of the time budget
     """
@@ -80,19 +87,45 @@ class PlanResult:
     deadline_hit: bool = False
 
 
-def _check_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:
-    ok = (low < value if low_open else low <= value) and value <= high
-    if not ok or not math.isfinite(value):
-        left = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {left}{low}, {high}], got {value}")
-
-
-def _check_int(name: str, value: int, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
 
 
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+def _check_float(
+    name: str,
+    value: Any,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Check ``value`` lies in the interval and return it as a float; the message states the interval."""
+    if math.isinf(high):
+        allowed = f"> {low}" if low_open else f">= {low}"
+        allowed += " and finite"
+    else:
+        allowed = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number {allowed}, got {value!r}")
+    v = float(value)
+    ok = math.isfinite(v) and (low < v if low_open else low <= v) and (v < high if high_open else v <= high)
+    if not ok:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return v
+
+
+def _all_finite(x: th.Tensor) -> bool:
+    """True if every entry is finite; one reduction instead of ``isfinite(x).all()``.
+
+    A NaN or inf entry makes the sum non-finite; a sum that overflows only sends the caller to its
+    (correct, slower) path for non-finite values.
+    """
+    return math.isfinite(float(x.sum()))
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
 
@@ -103,6 +136,8 @@ class DMDMPCPlanner:
     :param dynamics: ``dynamics(states (N, S), actions (N, A)) -> (next_states (N, S), rewards (N,),
         terminated (N,))`` with actions in environment units (see :class:`~sb3_demo.dynamics.DynamicsModel`).
         If it has ``observe(states) -> observations``, the prior and terminal value see observations.
+        Optional attributes the planner uses: ``state_dim`` / ``action_dim`` (checked against the input),
+        ``can_terminate = False`` (skips the termination bookkeeping of the rollouts).
     :param action_dim: A
     :param horizon: H >= 1
     :param num_samples: Gaussian sequences per iteration, >= 1
@@ -112,16 +147,17 @@ class DMDMPCPlanner:
     :param temperature: exp utility ``u = exp(R / temperature)``, > 0
     :param normalize_returns: standardise returns per environment before the exp utility, so that
         ``temperature`` is scale-free
-    :param elite_fraction: fraction of sequences kept by the elite utility, in (0, 1]
+    :param elite_fraction: fraction of the ``M`` sequences kept by the elite utility (at least one), in (0, 1]
     :param gamma_mean: mirror-descent step size of the mean, in (0, 1]
     :param gamma_std: mirror-descent step size of the variance, in (0, 1]
-    :param init_std: std of a fresh plan in normalised units (0.5 = half the action range... of [-1, 1]), > 0
-    :param min_std: floor on the std after an update, >= 0
+    :param init_std: std of a fresh plan in normalised units (0.5 = a quarter of the action range), > 0
+    :param min_std: floor on the std after an update, in [0, init_std]
     :param discount: per-step discount of model rewards, in (0, 1]
     :param terminal_value: ``V(obs (N, obs_dim)) -> (N,)`` added with weight ``discount^H``
     :param prior: ``pi(obs (N, obs_dim)) -> actions (N, A)`` in ``[-1, 1]`` (the SB3 actor); used for
         proposals, ``shift="prior"`` and fallbacks
-    :param prior_fraction: prior rollouts added per iteration, as a fraction of ``num_samples`` (rounded up)
+    :param prior_fraction: prior rollouts added per iteration, as a fraction of ``num_samples`` (rounded up),
+        in [0, 1]
     :param shift: how the plan moves between control steps: ``"repeat_last"``, ``"zero"`` (new last
         action 0) or ``"prior"`` (re-seed the mean from the prior's rollout)
     :param std_mode: ``"reset"`` the std to ``init_std`` every step, or ``"shift"`` it like the mean and
@@ -129,10 +165,10 @@ class DMDMPCPlanner:
     :param std_growth: multiplicative growth of the shifted std, >= 1
     :param stochastic_mode: ``plan(deterministic=False)`` returns the first action of a sequence drawn by
         weight (``"sample"``) or the mean plus Gaussian noise of the plan's std (``"noise"``)
-    :param action_low: (A,) lower bounds in environment units (default -1)
-    :param action_high: (A,) upper bounds in environment units (default 1)
+    :param action_low: scalar or (A,) lower bounds in environment units (default -1)
+    :param action_high: scalar or (A,) upper bounds in environment units (default 1)
     :param time_budget: seconds allowed per :meth:`plan` call (anytime planning), None for no limit
-    :param seed: seed of the planner's own random generator
+    :param seed: seed of the planner's own random generator (None: drawn from torch's global generator)
     :param device: torch device of the planner's state
     :param dtype: floating dtype of the planner's state
     """
@@ -161,73 +197,73 @@ class DMDMPCPlanner:
         std_mode: Literal["reset", "shift"] = "reset",
         std_growth: float = 1.5,
         stochastic_mode: Literal["sample", "noise"] = "sample",
-        action_low: Sequence[float] | th.Tensor | None = None,
-        action_high: Sequence[float] | th.Tensor | None = None,
+        action_low: Sequence[float] | th.Tensor | float | None = None,
+        action_high: Sequence[float] | th.Tensor | float | None = None,
         time_budget: float | None = None,
         seed: int | None = None,
         device: th.device | str = "cpu",
         dtype: th.dtype = th.float32,
     ) -> None:
-        _check_int("action_dim", action_dim, 1)
-        _check_int("horizon", horizon, 1)
-        _check_int("num_samples", num_samples, 1)
-        _check_int("num_iterations", num_iterations, 1)
-        _check_int("num_particles", num_particles, 1)
+        self.action_dim = _check_int("action_dim", action_dim, 1)
+        self.horizon = _check_int("horizon", horizon, 1)
+        self.num_samples = _check_int("num_samples", num_samples, 1)
+        self.num_iterations = _check_int("num_iterations", num_iterations, 1)
+        self.num_particles = _check_int("num_particles", num_particles, 1)
         _check_choice("utility", utility, UTILITIES)
-        _check_range("temperature", temperature, 0.0, 1e12, low_open=True)
-        _check_range("elite_fraction", elite_fraction, 0.0, 1.0, low_open=True)
-        _check_range("gamma_mean", gamma_mean, 0.0, 1.0, low_open=True)
-        _check_range("gamma_std", gamma_std, 0.0, 1.0, low_open=True)
-        _check_range("init_std", init_std, 0.0, 1e6, low_open=True)
-        _check_range("min_std", min_std, 0.0, init_std)
-        _check_range("discount", discount, 0.0, 1.0, low_open=True)
-        _check_range("prior_fraction", prior_fraction, 0.0, 1.0)
+        self.temperature = _check_float("temperature", temperature, 0.0, low_open=True)
+        self.elite_fraction = _check_float("elite_fraction", elite_fraction, 0.0, 1.0, low_open=True)
+        self.gamma_mean = _check_float("gamma_mean", gamma_mean, 0.0, 1.0, low_open=True)
+        self.gamma_std = _check_float("gamma_std", gamma_std, 0.0, 1.0, low_open=True)
+        self.init_std = _check_float("init_std", init_std, 0.0, low_open=True)
+        self.min_std = _check_float("min_std", min_std, 0.0, self.init_std)
+        self.discount = _check_float("discount", discount, 0.0, 1.0, low_open=True)
+        self.prior_fraction = _check_float("prior_fraction", prior_fraction, 0.0, 1.0)
         _check_choice("shift", shift, SHIFTS)
         _check_choice("std_mode", std_mode, STD_MODES)
-        _check_range("std_growth", std_growth, 1.0, 1e6)
+        self.std_growth = _check_float("std_growth", std_growth, 1.0)
         _check_choice("stochastic_mode", stochastic_mode, STOCHASTIC_MODES)
-        if time_budget is not None:
-            _check_range("time_budget", time_budget, 0.0, 1e6, low_open=True)
+        if not isinstance(normalize_returns, bool):
+            raise ValueError(f"normalize_returns must be True or False, got {normalize_returns!r}")
+        self.time_budget = self._check_budget(time_budget)
+        if terminal_value is not None and not callable(terminal_value):
+            raise ValueError(
+                f"terminal_value must be a callable V(obs) -> (N,) or None, got {terminal_value!r}"
+            )
+        if prior is not None and not callable(prior):
+            raise ValueError(f"prior must be a callable pi(obs) -> (N, A) actions or None, got {prior!r}")
         if shift == "prior" and prior is None:
             raise ValueError("shift='prior' needs a prior callable (e.g. the SB3 actor)")
+        if not (isinstance(dtype, th.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
 
         self.dynamics = as_dynamics(dynamics)
-        self.action_dim = action_dim
-        self.horizon = horizon
-        self.num_samples = num_samples
-        self.num_iterations = num_iterations
-        self.num_particles = num_particles
+        model_action_dim = getattr(self.dynamics, "action_dim", None)
+        if isinstance(model_action_dim, int) and model_action_dim != self.action_dim:
+            raise ValueError(
+                f"action_dim={action_dim} does not match the dynamics' action_dim={model_action_dim}"
+            )
+        state_dim = getattr(self.dynamics, "state_dim", None)
+        self._state_dim: int | None = state_dim if isinstance(state_dim, int) else None
+        self._can_terminate = getattr(self.dynamics, "can_terminate", True) is not False
         self.utility = utility
-        self.temperature = float(temperature)
         self.normalize_returns = normalize_returns
-        self.elite_fraction = float(elite_fraction)
-        self.gamma_mean = float(gamma_mean)
-        self.gamma_std = float(gamma_std)
-        self.init_std = float(init_std)
-        self.min_std = float(min_std)
-        self.discount = float(discount)
         self.terminal_value = terminal_value
         self.prior = prior
-        self.prior_fraction = float(prior_fraction)
         self.shift = shift
         self.std_mode = std_mode
-        self.std_growth = float(std_growth)
         self.stochastic_mode = stochastic_mode
-        self.time_budget = time_budget
         self.device = th.device(device)
         self.dtype = dtype
 
-        low = th.as_tensor(-1.0 if action_low is None else action_low, dtype=dtype, device=self.device)
-        high = th.as_tensor(1.0 if action_high is None else action_high, dtype=dtype, device=self.device)
-        low, high = low.expand(action_dim).clone(), high.expand(action_dim).clone()
-        if not (th.isfinite(low).all() and th.isfinite(high).all() and (high > low).all()):
+        self.action_low = self._check_bound("action_low", action_low, -1.0)
+        self.action_high = self._check_bound("action_high", action_high, 1.0)
+        if not bool((self.action_high > self.action_low).all()):
             raise ValueError(
-                f"action bounds must be finite with high > low for every dimension, got low={low.tolist()}, "
-                f"high={high.tolist()}"
+                "action bounds need action_high > action_low in every dimension, got "
+                f"action_low={self.action_low.tolist()}, action_high={self.action_high.tolist()}"
             )
-        self.action_low, self.action_high = low, high
-        self._action_scale = (high - low) / 2.0
-        self._action_offset = (high + low) / 2.0
+        self._action_scale = (self.action_high - self.action_low) / 2.0
+        self._action_offset = (self.action_high + self.action_low) / 2.0
 
         self.generator = th.Generator(device=self.device)
         self.seed(seed)
@@ -235,6 +271,32 @@ class DMDMPCPlanner:
         self.mean: th.Tensor | None = None  # (B, H, A)
         self.std: th.Tensor | None = None  # (B, H, A)
         self._iteration_time: float | None = None  # moving average, seconds
+
+    # ------------------------------------------------------------------ validation helpers
+
+    def _check_bound(self, name: str, value: Any, default: float) -> th.Tensor:
+        """Scalar or (A,) bound -> finite (A,) tensor of the planner's dtype/device."""
+        try:
+            bound = th.as_tensor(default if value is None else value, dtype=self.dtype, device=self.device)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(
+                f"{name} must be a number or a sequence of {self.action_dim} numbers: {exc}"
+            ) from None
+        if bound.dim() > 1 or (bound.dim() == 1 and bound.shape[0] not in (1, self.action_dim)):
+            raise ValueError(
+                f"{name} must be a scalar or have shape ({self.action_dim},) (one bound per action "
+                "dimension), "
+                f"got shape {tuple(bound.shape)}"
+            )
+        if not bool(th.isfinite(bound).all()):
+            raise ValueError(f"{name} must be finite, got {bound.tolist()}")
+        return bound.expand(self.action_dim).clone()
+
+    @staticmethod
+    def _check_budget(time_budget: Any) -> float | None:
+        if time_budget is None:
+            return None
+        return _check_float("time_budget", time_budget, 0.0, low_open=True)
 
     # ------------------------------------------------------------------ properties and state
 
@@ -247,6 +309,7 @@ class DMDMPCPlanner:
 
     @property
     def num_elites(self) -> int:
+        """Sequences kept by the elite utility: ``ceil(elite_fraction * M)``, at least 1."""
         return max(1, math.ceil(self.elite_fraction * (self.num_samples + self.num_prior_samples)))
 
     def seed(self, seed: int | None = None) -> None:
@@ -263,10 +326,10 @@ class DMDMPCPlanner:
         """Map environment actions to ``[-1, 1]``."""
         return (action - self._action_offset) / self._action_scale
 
-    def reset(self, indices: Sequence[int] | th.Tensor | None = None) -> None:
+    def reset(self, indices: Sequence[int] | th.Tensor | Any | None = None) -> None:
         """Forget the plan of some environments (episode boundaries): mean 0, std ``init_std``.
 
-        :param indices: environment indices, or None for all
+        :param indices: environment indices, a (B,) bool mask, or None for all
         """
         if self.mean is None or self.std is None:
             return
@@ -274,15 +337,28 @@ class DMDMPCPlanner:
             self.mean.zero_()
             self.std.fill_(self.init_std)
             return
-        idx = th.as_tensor(indices, dtype=th.long, device=self.device).reshape(-1)
+        idx = th.as_tensor(indices, device=self.device)
+        b = self.mean.shape[0]
+        if idx.dtype == th.bool:
+            if idx.shape != (b,):
+                raise ValueError(
+                    f"a reset mask must have shape ({b},) (one flag per environment), got {tuple(idx.shape)}"
+                )
+            idx = idx.nonzero().reshape(-1)
+        elif idx.is_floating_point() or idx.is_complex():
+            raise ValueError(
+                f"reset indices must be integers in [0, {b - 1}] or a bool mask, got {idx.tolist()}"
+            )
+        idx = idx.to(th.long).reshape(-1)
         if idx.numel() == 0:
             return
-        if (idx < 0).any() or (idx >= self.mean.shape[0]).any():
-            raise ValueError(f"reset indices must be in [0, {self.mean.shape[0] - 1}], got {idx.tolist()}")
+        if bool((idx < 0).any()) or bool((idx >= b).any()):
+            raise ValueError(f"reset indices must be in [0, {b - 1}], got {idx.tolist()}")
         self.mean[idx] = 0.0
         self.std[idx] = self.init_std
 
     def _ensure_state(self, batch: int) -> None:
+        """Allocate a fresh plan for ``batch`` environments unless one of that size exists."""
         if self.mean is None or self.std is None or self.mean.shape[0] != batch:
             shape = (batch, self.horizon, self.action_dim)
             self.mean = th.zeros(shape, dtype=self.dtype, device=self.device)
@@ -298,8 +374,15 @@ class DMDMPCPlanner:
         """(N, S) -> (N, A) prior actions in [-1, 1], non-finite entries replaced by 0."""
         assert self.prior is not None
         with th.no_grad():
-            actions = self.prior(self._observe(states)).to(self.dtype).reshape(states.shape[0], self.action_dim)
-        return th.nan_to_num(actions, nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0)
+            actions = th.as_tensor(self.prior(self._observe(states)))
+        n = states.shape[0]
+        if actions.numel() != n * self.action_dim:
+            raise ValueError(
+                f"the prior must return ({n}, {self.action_dim}) actions for {n} observations, "
+                f"got shape {tuple(actions.shape)}"
+            )
+        actions = actions.to(device=self.device, dtype=self.dtype).reshape(n, self.action_dim)
+        return th.nan_to_num(actions, nan=0.0, posinf=1.0, neginf=-1.0).clamp_(-1.0, 1.0)
 
     def _prior_sequences(self, states: th.Tensor, count: int) -> th.Tensor:
         """Roll the prior through the model: (B, S) -> (B, count, H, A) normalised actions."""
@@ -313,6 +396,60 @@ class DMDMPCPlanner:
                 s, _, _ = self.dynamics(s, self.unscale_action(a))
         return seq.reshape(b, count, self.horizon, self.action_dim)
 
+    def _env_actions(self, sequences: th.Tensor) -> th.Tensor:
+        """(B, M, H, A) normalised sequences -> (H, B*M, A) contiguous environment-unit actions."""
+        b, m, h_len, a = sequences.shape
+        steps_first = sequences.reshape(b * m, h_len, a).transpose(0, 1)
+        out = th.empty((h_len, b * m, a), dtype=self.dtype, device=self.device)
+        return th.addcmul(self._action_offset, steps_first, self._action_scale, out=out)
+
+    def _rollout_returns(
+        self, states: th.Tensor, actions: th.Tensor, num_sequences: int, deadline: float | None
+    ) -> th.Tensor:
+        """Discounted returns of action sequences.
+
+        :param states: (B, S)
+        :param actions: (H, B*M, A) environment units, ordered (b, m) along the second axis
+        :param num_sequences: M
+        :param deadline: absolute ``time.perf_counter()`` after which the rollout is abandoned
+        :return: (B, M) returns averaged over the particles (NaN/inf where the model produced them)
+        """
+        b, m, p = states.shape[0], num_sequences, self.num_particles
+        n = b * m * p
+        if p > 1:
+            actions = actions.repeat_interleave(p, dim=1)  # (H, N, A), ordered (b, m, p)
+        s = states[:, None, :].expand(b, m * p, states.shape[1]).reshape(n, states.shape[1])
+        ret = th.zeros(n, dtype=self.dtype, device=self.device)
+        alive: th.Tensor | None = None  # None while no rollout has terminated
+        weight = 1.0
+        for h in range(actions.shape[0]):
+            s, r, done = self.dynamics(s, actions[h])
+            r = r.reshape(n)
+            if alive is not None:
+                r = th.where(alive, r, 0.0)
+            if weight == 1.0:
+                ret.add_(r)
+            else:
+                ret.add_(r, alpha=weight)
+            if self._can_terminate:
+                done = done.reshape(n)
+                if done.dtype != th.bool:
+                    done = done.bool()
+                if alive is not None:
+                    alive &= ~done
+                elif bool(done.any()):
+                    alive = ~done
+            weight *= self.discount
+            if deadline is not None and time.perf_counter() > deadline:
+                raise PlanningDeadlineExceeded
+        if self.terminal_value is not None:
+            with th.no_grad():
+                v = th.as_tensor(self.terminal_value(self._observe(s))).to(self.dtype).reshape(n)
+            if alive is not None:
+                v = th.where(alive, v, 0.0)
+            ret.add_(v, alpha=weight)
+        return ret.view(b, m) if p == 1 else ret.view(b, m, p).mean(dim=2)
+
     def evaluate(self, states: th.Tensor, sequences: th.Tensor, deadline: float | None = None) -> th.Tensor:
         """Returns of action sequences from given states.
 
@@ -321,68 +458,89 @@ class DMDMPCPlanner:
         :param deadline: absolute ``time.perf_counter()`` after which the rollout is abandoned
         :return: (B, M) returns averaged over ``num_particles``; NaN/inf where the model produced them
         """
-        b, m, h_len, _ = sequences.shape
-        p = self.num_particles
-        n = b * m * p
-        s = states.repeat_interleave(m * p, dim=0)  # (N, S), ordered (b, m, p)
-        actions = self.unscale_action(sequences).reshape(b * m, h_len, self.action_dim)
-        if p > 1:
-            actions = actions.repeat_interleave(p, dim=0)  # (N, H, A), ordered (b, m, p)
-        ret = th.zeros(n, dtype=self.dtype, device=self.device)
-        alive = th.ones(n, dtype=self.dtype, device=self.device)
-        weight = 1.0
-        for h in range(h_len):
-            s, r, done = self.dynamics(s, actions[:, h])
-            ret += weight * alive * r.to(self.dtype).reshape(n)
-            alive = alive * (~done.reshape(n).bool()).to(self.dtype)
-            weight *= self.discount
-            if deadline is not None and time.perf_counter() > deadline:
-                raise PlanningDeadlineExceeded
-        if self.terminal_value is not None:
-            with th.no_grad():
-                v = self.terminal_value(self._observe(s)).to(self.dtype).reshape(n)
-            ret += weight * alive * v
-        return ret.reshape(b, m, p).mean(dim=2)
+        states = self._check_states(states)
+        if (
+            sequences.dim() != 4
+            or sequences.shape[0] != states.shape[0]
+            or sequences.shape[3] != self.action_dim
+        ):
+            raise ValueError(
+                f"sequences must have shape (B={states.shape[0]}, M, H, A={self.action_dim}), "
+                f"got {tuple(sequences.shape)}"
+            )
+        sequences = sequences.to(device=self.device, dtype=self.dtype)
+        with th.no_grad():
+            return self._rollout_returns(states, self._env_actions(sequences), sequences.shape[1], deadline)
 
     # ------------------------------------------------------------------ the update
 
-    def _weights(self, returns: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    def _weights(self, returns: th.Tensor) -> tuple[th.Tensor, th.Tensor | None]:
         """Normalised utilities of returns.
 
         :param returns: (B, M), may hold NaN/inf
-        :return: weights (B, M) summing to 1 per row (rows with no valid return are all zero), and the
-            (B,) mask of rows with at least one valid return
+        :return: weights (B, M) summing to 1 per row (rows with no valid return are all zero), and None
+            when every return is valid, else the (B,) mask of rows with at least one valid return
         """
+        if self.utility == "exp":
+            if self.normalize_returns:
+                std, mu = th.std_mean(returns, dim=1, correction=0, keepdim=True)
+                logits = (returns - mu).div_(std.add_(1e-8).mul_(self.temperature))
+            else:
+                logits = returns / self.temperature
+            if _all_finite(logits):
+                return th.softmax(logits, dim=1), None
+            return self._weights_with_invalid(returns)
+        if _all_finite(returns):
+            k = min(self.num_elites, returns.shape[1])
+            top = th.topk(returns, k, dim=1, sorted=False).indices
+            return th.zeros_like(returns).scatter_(1, top, 1.0 / k), None
+        return self._weights_with_invalid(returns)
+
+    def _weights_with_invalid(self, returns: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """The slow path of :meth:`_weights`: NaN/inf returns get zero weight."""
         valid = th.isfinite(returns)
         any_valid = valid.any(dim=1)
-        safe = th.where(valid, returns, th.zeros_like(returns))
+        safe = th.where(valid, returns, 0.0)
         if self.utility == "exp":
             if self.normalize_returns:
                 count = valid.sum(dim=1, keepdim=True).clamp(min=1)
                 mu = safe.sum(dim=1, keepdim=True) / count
-                var = (th.where(valid, safe - mu, th.zeros_like(safe)) ** 2).sum(dim=1, keepdim=True) / count
+                var = (th.where(valid, safe - mu, 0.0) ** 2).sum(dim=1, keepdim=True) / count
                 safe = (safe - mu) / (var.sqrt() + 1e-8)
-            logits = th.where(valid, safe / self.temperature, th.full_like(safe, -math.inf))
-            logits = th.where(any_valid[:, None], logits, th.zeros_like(logits))
+            logits = safe / self.temperature
+            valid &= th.isfinite(logits)
+            any_valid = valid.any(dim=1)
+            logits = th.where(valid, logits, -math.inf)
+            logits = th.where(any_valid[:, None], logits, 0.0)
             weights = th.softmax(logits, dim=1)
         else:
             k = min(self.num_elites, returns.shape[1])
-            ranked = th.where(valid, safe, th.full_like(safe, -math.inf))
+            ranked = th.where(valid, safe, -math.inf)
             top = th.topk(ranked, k, dim=1).indices
             elite = th.zeros_like(safe).scatter_(1, top, 1.0) * valid.to(safe.dtype)
             weights = elite / elite.sum(dim=1, keepdim=True).clamp(min=1.0)
         weights = weights * any_valid[:, None].to(weights.dtype)
         return weights, any_valid
 
-    def _check_states(self, states: th.Tensor) -> th.Tensor:
+    def _check_states(self, states: Any) -> th.Tensor:
         if not isinstance(states, th.Tensor):
-            states = th.as_tensor(states)
+            try:
+                states = th.as_tensor(states)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise ValueError(f"states must be a (B, state_dim) tensor or array: {exc}") from None
         if states.dim() != 2:
             raise ValueError(
                 f"states must have shape (B, state_dim) (one row per environment), got {tuple(states.shape)}"
             )
         if states.shape[0] < 1:
-            raise ValueError("states must hold at least one environment (B >= 1)")
+            raise ValueError(
+                f"states must hold at least one environment (B >= 1), got shape {tuple(states.shape)}"
+            )
+        if self._state_dim is not None and states.shape[1] != self._state_dim:
+            raise ValueError(
+                f"states must have shape (B, {self._state_dim}) for this dynamics model, "
+                f"got {tuple(states.shape)}"
+            )
         return states.to(device=self.device, dtype=self.dtype)
 
     def plan(
@@ -397,120 +555,187 @@ class DMDMPCPlanner:
         :param states: (B, S) current states
         :param deterministic: first action of the weighted mean (True), or a stochastic action
             (see ``stochastic_mode``)
-        :param time_budget: seconds for this call, overrides the planner's ``time_budget``
+        :param time_budget: seconds for this call (> 0), overrides the planner's ``time_budget``
         :param deadline: absolute ``time.perf_counter()`` deadline, overrides any budget
         :return: a :class:`PlanResult`
         """
         start = time.perf_counter()
         states = self._check_states(states)
+        budget = self.time_budget if time_budget is None else self._check_budget(time_budget)
+        if deadline is not None:
+            if (
+                isinstance(deadline, bool)
+                or not isinstance(deadline, numbers.Real)
+                or not math.isfinite(deadline)
+            ):
+                raise ValueError(f"deadline must be a finite time.perf_counter() value, got {deadline!r}")
+        elif budget is not None:
+            deadline = start + budget
         b = states.shape[0]
         self._ensure_state(b)
         assert self.mean is not None and self.std is not None
-        budget = self.time_budget if time_budget is None else time_budget
-        if deadline is None and budget is not None:
-            deadline = start + budget
 
         k = self.num_prior_samples
         n = self.num_samples
+        m = n + k
         hz, ad = self.horizon, self.action_dim
         with th.no_grad():
             prior_seq = self._prior_sequences(states, k) if k > 0 else None
-            if self.shift == "prior" and prior_seq is not None:
-                self.mean.copy_(prior_seq[:, 0])
-            elif self.shift == "prior":
-                self.mean.copy_(self._prior_sequences(states, 1)[:, 0])
+            if self.shift == "prior":
+                self.mean.copy_(
+                    prior_seq[:, 0] if prior_seq is not None else self._prior_sequences(states, 1)[:, 0]
+                )
 
             mean, std = self.mean, self.std
-            expected_return = th.full((b,), math.nan, dtype=self.dtype, device=self.device)
-            ess = th.zeros(b, dtype=self.dtype, device=self.device)
-            any_valid = th.ones(b, dtype=th.bool, device=self.device)
+            # the std after the last iteration is only used by std_mode="shift" and stochastic_mode="noise"
+            keep_last_std = self.std_mode == "shift" or (
+                not deterministic and self.stochastic_mode == "noise"
+            )
             samples: th.Tensor | None = None
+            returns: th.Tensor | None = None
             weights: th.Tensor | None = None
+            valid_rows: th.Tensor | None = None  # None: every row had a valid return
             iterations = 0
             deadline_hit = False
             for _ in range(self.num_iterations):
                 it_start = time.perf_counter()
-                if deadline is not None and self._iteration_time is not None:
-                    if it_start + self._iteration_time > deadline:
-                        deadline_hit = True
-                        break
-                noise = th.randn((b, n, hz, ad), generator=self.generator, dtype=self.dtype, device=self.device)
-                cand = (mean[:, None] + std[:, None] * noise).clamp_(-1.0, 1.0)
+                if deadline is not None and (
+                    it_start > deadline
+                    or (self._iteration_time is not None and it_start + self._iteration_time > deadline)
+                ):
+                    deadline_hit = True
+                    break
+                noise = th.randn(
+                    (b, n, hz, ad), generator=self.generator, dtype=self.dtype, device=self.device
+                )
+                # (B, M, H, A): Gaussian samples first, then the prior's sequences (fixed within a step)
+                cand = th.addcmul(mean[:, None], std[:, None], noise).clamp_(-1.0, 1.0)
                 if prior_seq is not None:
                     cand = th.cat([cand, prior_seq], dim=1)
                 try:
-                    returns = self.evaluate(states, cand, deadline=deadline)
+                    it_returns = self._rollout_returns(states, self._env_actions(cand), m, deadline)
                 except PlanningDeadlineExceeded:
                     deadline_hit = True
                     break
-                w, valid_rows = self._weights(returns)
-                wv = w[:, :, None, None]
-                new_mean = (wv * cand).sum(dim=1)
-                new_var = (wv * (cand - new_mean[:, None]) ** 2).sum(dim=1)
-                keep = valid_rows[:, None, None]
-                mean = th.where(keep, (1.0 - self.gamma_mean) * mean + self.gamma_mean * new_mean, mean)
-                var = (1.0 - self.gamma_std) * std**2 + self.gamma_std * new_var
-                std = th.where(keep, var.sqrt().clamp(min=self.min_std), std)
-                safe_r = th.where(th.isfinite(returns), returns, th.zeros_like(returns))
-                expected_return = th.where(valid_rows, (w * safe_r).sum(dim=1), th.full_like(expected_return, math.nan))
-                ess = 1.0 / (w**2).sum(dim=1).clamp(min=1e-12) * valid_rows.to(self.dtype)
-                any_valid = valid_rows
-                samples, weights = cand, w
+                w, it_valid = self._weights(it_returns)
+                last = iterations + 1 == self.num_iterations
+                mean, std = self._update(cand, w, mean, std, it_valid, with_std=not last or keep_last_std)
+                samples, returns, weights, valid_rows = cand, it_returns, w, it_valid
                 iterations += 1
                 dt = time.perf_counter() - it_start
-                self._iteration_time = dt if self._iteration_time is None else 0.8 * self._iteration_time + 0.2 * dt
+                self._iteration_time = (
+                    dt if self._iteration_time is None else 0.8 * self._iteration_time + 0.2 * dt
+                )
 
-            mean = mean.clamp(-1.0, 1.0)
+            # diagnostics of the last iteration
+            if samples is None or returns is None or weights is None:
+                expected_return = th.full((b,), math.nan, dtype=self.dtype, device=self.device)
+                ess = th.zeros(b, dtype=self.dtype, device=self.device)
+                all_invalid = th.zeros(b, dtype=th.bool, device=self.device)
+                fallback = th.ones(b, dtype=th.bool, device=self.device)
+                any_fallback = True
+            elif valid_rows is None:
+                expected_return = (weights * returns).sum(dim=1)
+                ess = weights.square().sum(dim=1).reciprocal_()
+                all_invalid = th.zeros(b, dtype=th.bool, device=self.device)
+                fallback = th.zeros(b, dtype=th.bool, device=self.device)
+                any_fallback = False
+            else:
+                safe = th.where(weights > 0, returns, 0.0)
+                expected_return = th.where(valid_rows, (weights * safe).sum(dim=1), math.nan)
+                ess = th.where(valid_rows, weights.square().sum(dim=1).reciprocal(), 0.0)
+                all_invalid = ~valid_rows
+                fallback = all_invalid.clone()
+                any_fallback = bool(all_invalid.any())
+
             if deterministic or samples is None or weights is None:
-                first = mean[:, 0].clone()
+                first = mean[:, 0]
             elif self.stochastic_mode == "sample":
-                idx = th.multinomial(
-                    th.where(any_valid[:, None], weights, th.ones_like(weights)), 1, generator=self.generator
-                ).squeeze(1)
+                draw = weights if valid_rows is None else th.where(valid_rows[:, None], weights, 1.0)
+                idx = th.multinomial(draw, 1, generator=self.generator).squeeze(1)
                 first = samples[th.arange(b, device=self.device), idx, 0]
             else:
                 eps = th.randn((b, ad), generator=self.generator, dtype=self.dtype, device=self.device)
-                first = (mean[:, 0] + std[:, 0] * eps).clamp(-1.0, 1.0)
-
-            no_plan = iterations == 0
-            fallback = (~any_valid) | th.full((b,), no_plan, dtype=th.bool, device=self.device)
-            if fallback.any():
+                first = th.addcmul(mean[:, 0], std[:, 0], eps)
+            if any_fallback:
                 fb = self._prior_actions(states) if self.prior is not None else mean[:, 0]
                 first = th.where(fallback[:, None], fb, first)
-            first = th.nan_to_num(first, nan=0.0).clamp(-1.0, 1.0)
+            first = th.nan_to_num(first, nan=0.0).clamp_(-1.0, 1.0)
 
-            result_mean = mean.clone()
             self.mean, self.std = self._shifted(mean), self._shifted_std(std)
 
         return PlanResult(
             action=self.unscale_action(first),
             normalized_action=first,
-            mean=result_mean,
+            mean=mean,
             expected_return=expected_return,
             ess=ess,
             iterations=iterations,
             fallback=fallback,
-            all_invalid=~any_valid,
+            all_invalid=all_invalid,
             elapsed=time.perf_counter() - start,
             deadline_hit=deadline_hit,
         )
 
+    def _update(
+        self,
+        cand: th.Tensor,
+        weights: th.Tensor,
+        mean: th.Tensor,
+        std: th.Tensor,
+        valid_rows: th.Tensor | None,
+        with_std: bool = True,
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """One mirror-descent step.
+
+        :param cand: (B, M, H, A) sequences
+        :param weights: (B, M) normalised utilities
+        :param mean: (B, H, A) current mean
+        :param std: (B, H, A) current std
+        :param valid_rows: (B,) rows to update (None: all)
+        :param with_std: update the std too (False returns ``std`` unchanged: its update would be discarded)
+        :return: the new mean and std (new tensors; the inputs are not modified)
+        """
+        b, m, hz, ad = cand.shape
+        flat = cand.view(b, m, hz * ad)
+        w = weights[:, None, :]  # (B, 1, M)
+        new_mean = th.bmm(w, flat).view(b, hz, ad)  # sum_i w_i U_i
+        new_std = std
+        if with_std:
+            new_var = th.bmm(w, (flat - new_mean.view(b, 1, hz * ad)).square_()).view(b, hz, ad)
+            new_std = self._mixed_std(std, new_var)
+        if self.gamma_mean != 1.0:
+            new_mean = th.lerp(mean, new_mean, self.gamma_mean)
+        if valid_rows is not None:
+            keep = valid_rows[:, None, None]
+            new_mean = th.where(keep, new_mean, mean)
+            new_std = th.where(keep, new_std, std)
+        return new_mean, new_std
+
+    def _mixed_std(self, std: th.Tensor, new_var: th.Tensor) -> th.Tensor:
+        """``sqrt((1 - gamma_std) std^2 + gamma_std new_var)``, floored at ``min_std``."""
+        if self.gamma_std != 1.0:
+            new_var = th.lerp(std.square(), new_var, self.gamma_std)
+        new_std = new_var.sqrt_()
+        if self.min_std > 0.0:
+            new_std = new_std.clamp_(min=self.min_std)
+        return new_std
+
     def _shifted(self, mean: th.Tensor) -> th.Tensor:
-        out = th.empty_like(mean)
-        out[:, :-1] = mean[:, 1:]
-        if self.shift == "zero":
-            out[:, -1] = 0.0
-        else:  # repeat_last; "prior" overwrites the mean at the next plan() call
-            out[:, -1] = mean[:, -1]
-        return out
+        """Move the plan one step forward: (B, H, A) -> (B, H, A)."""
+        last = th.zeros_like(mean[:, -1:]) if self.shift == "zero" else mean[:, -1:]
+        # repeat_last; "prior" overwrites the mean at the next plan() call
+        return th.cat([mean[:, 1:], last], dim=1)
 
     def _shifted_std(self, std: th.Tensor) -> th.Tensor:
+        """(B, H, A) -> (B, H, A) std of the next control step."""
         if self.std_mode == "reset":
+            # in this mode self.std always holds init_std (only reset() writes to it, with init_std)
+            if self.std is not None and self.std.shape == std.shape:
+                return self.std
             return th.full_like(std, self.init_std)
-        out = th.empty_like(std)
-        out[:, :-1] = (std[:, 1:] * self.std_growth).clamp(max=self.init_std)
-        out[:, -1] = self.init_std
-        return out
+        grown = (std[:, 1:] * self.std_growth).clamp_(max=self.init_std)
+        return th.cat([grown, th.full_like(std[:, -1:], self.init_std)], dim=1)
 
     def __repr__(self) -> str:
         return (
