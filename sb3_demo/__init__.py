@@ -19,9 +19,14 @@ _EXPORTS: dict[str, str] = {
     "CallableDynamics": "sb3_demo.dynamics",
     "PendulumDynamics": "sb3_demo.dynamics",
     "MountainCarContinuousDynamics": "sb3_demo.dynamics",
+    "DeMoSAC": "sb3_demo.algorithms",
+    "DeMoTD3": "sb3_demo.algorithms",
+    "AugmentedReplayBuffer": "sb3_demo.buffers",
 }
 
 if TYPE_CHECKING:
+    from sb3_demo.algorithms import DeMoSAC, DeMoTD3
+    from sb3_demo.buffers import AugmentedReplayBuffer
     from sb3_demo.dynamics import (
         CallableDynamics,
         DynamicsModel,

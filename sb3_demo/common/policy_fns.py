@@ -23,9 +23,11 @@ def actor_prior(policy: BasePolicy, deterministic: bool = False) -> Callable[[th
     :param deterministic: SAC: use the actor's mean instead of a sample (TD3's actor is deterministic)
     """
 
+    device = policy.device  # a property that walks every parameter: read it once
+
     def prior(obs: th.Tensor) -> th.Tensor:
         with th.no_grad():
-            return policy._predict(obs.to(device=policy.device, dtype=th.float32), deterministic=deterministic)
+            return policy._predict(obs.to(device=device, dtype=th.float32), deterministic=deterministic)
 
     return prior
 
@@ -46,9 +48,11 @@ def critic_value(policy: BasePolicy, reduce: CriticReduce = "min") -> Callable[[
             "policy (SAC, TD3, TQC, CrossQ)"
         )
 
+    device = policy.device
+
     def value(obs: th.Tensor) -> th.Tensor:
         with th.no_grad():
-            obs = obs.to(device=policy.device, dtype=th.float32)
+            obs = obs.to(device=device, dtype=th.float32)
             actions = policy._predict(obs, deterministic=True)
             qs = critic(obs, actions)
             if isinstance(qs, th.Tensor):  # TQC: (N, n_critics, n_quantiles) -> mean over quantiles

@@ -1,0 +1,89 @@
+"""DeMoSAC: SAC whose rollouts are chosen by DMD-MPC, with the actor as prior and the critic as terminal value."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from stable_baselines3 import SAC
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv
+from stable_baselines3.sac.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SACPolicy
+
+from sb3_demo.algorithms.planning import DeMoMixin
+from sb3_demo.buffers import AugmentedReplayBuffer
+from sb3_demo.common.policy_fns import CriticReduce
+
+
+class DeMoSAC(DeMoMixin, SAC):
+    """Soft Actor-Critic with MPC-guided rollouts (DeMoRL, Mishra et al. 2021).
+
+    Every rollout action comes from :class:`~sb3_demo.DMDMPCPlanner`, planning through a dynamics model
+    with SAC's actor as prior/proposals and its critic as terminal value; exploration comes from the
+    planner's own distribution (the executed action is drawn by weight). The replay buffer stores the
+    executed action; by default it is an :class:`~sb3_demo.buffers.AugmentedReplayBuffer` that also
+    samples the planner's imagined transitions (``replay_buffer_kwargs=dict(imagined_fraction=...)``).
+
+    :param policy: the SAC policy (``"MlpPolicy"`` or a class)
+    :param env: the environment (a flat Box observation space and a Box action space)
+    :param planner_kwargs: :class:`~sb3_demo.DMDMPCPlanner` settings (defaults: the 2022 reference code)
+    :param model: ``"ensemble"`` (default), ``"analytic"``, ``"mujoco"`` or a DynamicsModel instance
+    :param model_kwargs: constructor arguments of the model
+    :param model_train_freq: fit a learned model every this many env steps
+    :param model_learning_starts: env steps before the first model fit (default: ``learning_starts``)
+    :param model_fit_kwargs: arguments of the model's ``fit``
+    :param planner_starts: env steps before the planner acts, or ``"auto"`` (once the model is ready)
+    :param critic_reduce: terminal value from the twin critics: ``"min"``, ``"q1"`` or ``"mean"``
+    :param use_terminal_value: add the critic's value of the last planned state to each return
+    :param imagined_rollouts: planned sequences per step stored as imagined transitions (0: none)
+    :param predict_with_planner: ``predict`` plans (True) or uses the bare actor (False)
+    :param kwargs: every other argument of :class:`stable_baselines3.SAC`
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    policy: SACPolicy
+
+    def __init__(
+        self,
+        policy: str | type[SACPolicy],
+        env: GymEnv | str,
+        planner_kwargs: dict[str, Any] | None = None,
+        model: Any = "ensemble",
+        model_kwargs: dict[str, Any] | None = None,
+        model_train_freq: int = 250,
+        model_learning_starts: int | None = None,
+        model_fit_kwargs: dict[str, Any] | None = None,
+        planner_starts: int | str = "auto",
+        critic_reduce: CriticReduce = "min",
+        use_terminal_value: bool = True,
+        imagined_rollouts: int = 1,
+        predict_with_planner: bool = True,
+        replay_buffer_class: type[ReplayBuffer] | None = AugmentedReplayBuffer,
+        _init_setup_model: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        self._init_demo(
+            planner_kwargs,
+            model,
+            model_kwargs,
+            model_train_freq,
+            model_learning_starts,
+            model_fit_kwargs,
+            planner_starts,
+            critic_reduce,
+            use_terminal_value,
+            imagined_rollouts,
+            predict_with_planner,
+            env,
+        )
+        super().__init__(policy, env, replay_buffer_class=replay_buffer_class, _init_setup_model=False, **kwargs)
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self._setup_demo()

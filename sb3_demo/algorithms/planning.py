@@ -1,0 +1,368 @@
+"""What DeMoSAC and DeMoTD3 add to SAC and TD3: MPC-guided rollouts, a learned model, D_MPC.
+
+:class:`DeMoMixin` is mixed in front of an SB3 off-policy algorithm. It overrides four hooks:
+
+- ``_setup_model``: builds the dynamics model and the :class:`~sb3_demo.DMDMPCPlanner` (actor as prior,
+  critic as terminal value),
+- ``_sample_action``: once planning has started, the planner chooses the rollout action; the replay
+  buffer stores exactly that action (normalised),
+- ``_store_transition``: resets the plans of finished episodes and adds the planner's imagined
+  transitions to an :class:`~sb3_demo.buffers.AugmentedReplayBuffer`,
+- ``_on_step``: fits a learned model on its schedule.
+
+``predict`` plans too (``predict_with_planner``), with a planner state of its own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+from sb3_demo.buffers import AugmentedReplayBuffer
+from sb3_demo.common.imagination import imagined_transitions
+from sb3_demo.common.model_factory import check_spaces, env_id_of, make_dynamics, single_envs
+from sb3_demo.common.policy_fns import CRITIC_REDUCES, CriticReduce, actor_prior, critic_value
+from sb3_demo.planner import DMDMPCPlanner, PlanResult
+
+# 2022 reference code (DeMoRL on MuJoCo): H=3, 100 Gaussian + 5 actor sequences, 4 particles, 5 iterations,
+# exp weights with kappa=1 on raw returns, gamma_mean=1, gamma_std=0.9, std reset to half the range.
+DEFAULT_PLANNER_KWARGS: dict[str, Any] = dict(
+    horizon=3,
+    num_samples=100,
+    prior_fraction=0.05,
+    num_particles=4,
+    num_iterations=5,
+    utility="exp",
+    temperature=1.0,
+    gamma_mean=1.0,
+    gamma_std=0.9,
+    init_std=0.5,
+)
+LEARNED_MODELS = ("ensemble",)
+
+
+class DeMoMixin:
+    """MPC-guided rollouts for an SB3 off-policy actor-critic (see the module docstring).
+
+    :param planner_kwargs: settings of :class:`~sb3_demo.DMDMPCPlanner` (horizon, num_samples,
+        num_iterations, num_particles, utility, temperature, elite_fraction, gamma_mean, gamma_std, ...);
+        missing ones take the 2022 reference defaults (``DEFAULT_PLANNER_KWARGS``)
+    :param model: ``"ensemble"`` (learned probabilistic ensemble, the default), ``"analytic"`` (exact
+        classic-control model), ``"mujoco"`` (the env's own simulator, simulation only) or a
+        :class:`~sb3_demo.dynamics.DynamicsModel` instance
+    :param model_kwargs: constructor arguments of the model
+    :param model_train_freq: fit a learned model every this many env steps
+    :param model_learning_starts: env steps before the first model fit (default: ``learning_starts``)
+    :param model_fit_kwargs: arguments of the model's ``fit`` (e.g. ``max_epochs``)
+    :param planner_starts: env steps before the planner acts; ``"auto"`` = once a learned model has been fitted
+        (at ``learning_starts`` for analytic and simulator models)
+    :param critic_reduce: terminal value from the twin critics: ``"min"``, ``"q1"`` or ``"mean"``
+    :param use_terminal_value: add the critic's value of the last planned state
+    :param imagined_rollouts: planned sequences stored per step as imagined transitions (0: none); the
+        top-weighted mean plan is rolled through the model
+    :param predict_with_planner: ``predict`` plans (True) or returns the bare actor's action (False)
+    """
+
+    # set by the SB3 algorithm we are mixed into
+    policy: Any
+    env: VecEnv | None
+    device: th.device
+    seed: int | None
+    num_timesteps: int
+    learning_starts: int
+    replay_buffer: Any
+    observation_space: Any
+    action_space: Any
+    logger: Any
+    _last_obs: Any
+    _last_original_obs: Any
+    _vec_normalize_env: VecNormalize | None
+
+    _plan_deterministic_in_rollout = False
+
+    def _init_demo(
+        self,
+        planner_kwargs: dict[str, Any] | None,
+        model: Any,
+        model_kwargs: dict[str, Any] | None,
+        model_train_freq: int,
+        model_learning_starts: int | None,
+        model_fit_kwargs: dict[str, Any] | None,
+        planner_starts: int | str,
+        critic_reduce: CriticReduce,
+        use_terminal_value: bool,
+        imagined_rollouts: int,
+        predict_with_planner: bool,
+        env: Any,
+    ) -> None:
+        if critic_reduce not in CRITIC_REDUCES:
+            raise ValueError(f"critic_reduce must be one of {list(CRITIC_REDUCES)}, got {critic_reduce!r}")
+        if not isinstance(model_train_freq, int) or model_train_freq < 1:
+            raise ValueError(f"model_train_freq must be an integer >= 1, got {model_train_freq!r}")
+        if not (planner_starts == "auto" or (isinstance(planner_starts, int) and planner_starts >= 0)):
+            raise ValueError(f"planner_starts must be 'auto' or an integer >= 0, got {planner_starts!r}")
+        if not isinstance(imagined_rollouts, int) or imagined_rollouts < 0:
+            raise ValueError(f"imagined_rollouts must be an integer >= 0, got {imagined_rollouts!r}")
+        if isinstance(model, str) and model not in ("ensemble", "analytic", "mujoco"):
+            raise ValueError(
+                f"model must be 'ensemble', 'analytic', 'mujoco' or a DynamicsModel instance, got {model!r}"
+            )
+        self.planner_kwargs = {**DEFAULT_PLANNER_KWARGS, **(planner_kwargs or {})}
+        self.model = model
+        self.model_kwargs = dict(model_kwargs or {})
+        self.model_train_freq = model_train_freq
+        self.model_learning_starts = model_learning_starts
+        self.model_fit_kwargs = dict(model_fit_kwargs or {})
+        self.planner_starts = planner_starts
+        self.critic_reduce: CriticReduce = critic_reduce
+        self.use_terminal_value = use_terminal_value
+        self.imagined_rollouts = imagined_rollouts
+        self.predict_with_planner = predict_with_planner
+        self.env_id = env_id_of(env) if not isinstance(env, str) else env
+        self.model_fitted = False
+        self._last_model_fit = -1
+        self.planner: DMDMPCPlanner | None = None
+        self._eval_planner: DMDMPCPlanner | None = None
+        self.dynamics: Any = None
+
+    # ------------------------------------------------------------------ set-up
+
+    def _setup_demo(self) -> None:
+        """Build the dynamics model and the planner (called from ``_setup_model`` and after ``load``)."""
+        check_spaces(self.observation_space, self.action_space, who=type(self).__name__)
+        if self.model == "mujoco" and self.env is None:
+            self.dynamics = None  # built by set_env / learn, it needs the live simulator
+        else:
+            self.dynamics = make_dynamics(
+                self.model,
+                self.observation_space,
+                self.action_space,
+                env=self.env,
+                env_id=self.env_id,
+                model_kwargs=self.model_kwargs,
+                device=self.device,
+                seed=self.seed,
+            )
+            if isinstance(self.dynamics, th.nn.Module):
+                self.dynamics.to(self.device)
+        self.planner = self._make_planner() if self.dynamics is not None else None
+        self._eval_planner = None
+        if isinstance(self.replay_buffer, AugmentedReplayBuffer) and self.replay_buffer.imagined_fraction > 0:
+            if self.imagined_rollouts == 0:
+                self.imagined_rollouts = 1
+
+    def _make_planner(self) -> DMDMPCPlanner:
+        obs_transform = self._policy_obs_transform()
+        prior = actor_prior(self.policy, deterministic=False)
+        value = critic_value(self.policy, self.critic_reduce) if self.use_terminal_value else None
+        if obs_transform is not None:
+            prior = _compose(prior, obs_transform)
+            value = _compose(value, obs_transform) if value is not None else None
+        try:
+            return DMDMPCPlanner(
+                self.dynamics,
+                action_dim=int(self.action_space.shape[0]),
+                terminal_value=value,
+                prior=prior,
+                action_low=self.action_space.low,
+                action_high=self.action_space.high,
+                seed=self.seed,
+                device=self.device,
+                **self.planner_kwargs,
+            )
+        except TypeError as exc:
+            raise ValueError(f"invalid planner_kwargs {sorted(self.planner_kwargs)}: {exc}") from exc
+
+    def _policy_obs_transform(self) -> Any:
+        """With VecNormalize the planner works on original observations; the actor/critic see normalised ones."""
+        vec_norm = self._vec_normalize_env
+        if vec_norm is None or not vec_norm.norm_obs:
+            return None
+        device = self.device
+
+        def normalize(obs: th.Tensor) -> th.Tensor:
+            rms: Any = vec_norm.obs_rms
+            mean = th.as_tensor(rms.mean, dtype=obs.dtype, device=device)
+            var = th.as_tensor(rms.var, dtype=obs.dtype, device=device)
+            out = (obs.to(device) - mean) / th.sqrt(var + vec_norm.epsilon)
+            return out.clamp(-vec_norm.clip_obs, vec_norm.clip_obs)
+
+        return normalize
+
+    def set_env(self, env: Any, force_reset: bool = True) -> None:
+        super().set_env(env, force_reset=force_reset)  # type: ignore[misc]
+        if self.model == "mujoco":
+            self.dynamics = make_dynamics("mujoco", self.observation_space, self.action_space, env=self.env)
+            self.planner = self._make_planner()
+            self._eval_planner = None
+
+    # ------------------------------------------------------------------ when to plan
+
+    @property
+    def uses_learned_model(self) -> bool:
+        return isinstance(self.model, str) and self.model in LEARNED_MODELS
+
+    def _model_learning_starts(self) -> int:
+        return self.learning_starts if self.model_learning_starts is None else self.model_learning_starts
+
+    def planner_active(self) -> bool:
+        """Whether the planner chooses rollout actions now."""
+        if self.planner is None:
+            return False
+        if self.uses_learned_model and not self.model_fitted:
+            return False
+        if self.planner_starts == "auto":
+            return self.num_timesteps >= (0 if self.uses_learned_model else self.learning_starts)
+        return self.num_timesteps >= int(self.planner_starts)
+
+    # ------------------------------------------------------------------ rollouts
+
+    def _planning_states(self, obs: np.ndarray, env: Any = None) -> th.Tensor:
+        """The planner's states for a batch of observations: the observations themselves, or the
+        simulator's physics states (model='mujoco')."""
+        state_from_env = getattr(self.dynamics, "state_from_env", None)
+        if state_from_env is not None:
+            vec_env = env if env is not None else self.env
+            assert vec_env is not None, "model='mujoco' needs the training env"
+            envs = single_envs(vec_env)
+            return th.stack([state_from_env(e) for e in envs]).to(self.device)
+        return th.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device).reshape(obs.shape[0], -1)
+
+    def _rollout_obs(self) -> np.ndarray:
+        """Observations in the model's scale (the original ones under VecNormalize)."""
+        if self._vec_normalize_env is not None:
+            return self._last_original_obs
+        return self._last_obs
+
+    def _sample_action(
+        self, learning_starts: int, action_noise: Any = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not self.planner_active():
+            return super()._sample_action(learning_starts, action_noise, n_envs)  # type: ignore[misc]
+        assert self.planner is not None
+        states = self._planning_states(self._rollout_obs())
+        result = self.planner.plan(states, deterministic=self._plan_deterministic_in_rollout)
+        scaled = result.normalized_action.detach().cpu().numpy().astype(np.float32)
+        if action_noise is not None:
+            scaled = np.clip(scaled + action_noise(), -1.0, 1.0)
+        self._record_plan(result)
+        self._pending_imagined = (states, result) if self.imagined_rollouts > 0 else None
+        return self.policy.unscale_action(scaled), scaled
+
+    def _store_transition(
+        self,
+        replay_buffer: Any,
+        buffer_action: np.ndarray,
+        new_obs: Any,
+        reward: Any,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)  # type: ignore[misc]
+        pending = getattr(self, "_pending_imagined", None)
+        if pending is not None and isinstance(replay_buffer, AugmentedReplayBuffer):
+            self._add_imagined(replay_buffer, *pending)
+        self._pending_imagined = None
+        if self.planner is not None and np.any(dones):
+            self.planner.reset(np.flatnonzero(dones))
+
+    def _add_imagined(self, buffer: AugmentedReplayBuffer, states: th.Tensor, result: PlanResult) -> None:
+        """Roll the plan's mean through the model and store the imagined transitions (D_MPC)."""
+        if buffer.imagined_fraction == 0.0:
+            return
+        assert self.planner is not None
+        buffer.add_imagined(*imagined_transitions(self.dynamics, states, result.mean, self.planner.unscale_action))
+
+    def _record_plan(self, result: PlanResult) -> None:
+        self.logger.record_mean("planner/latency_ms", 1000.0 * result.elapsed)
+        er = result.expected_return[th.isfinite(result.expected_return)]
+        if er.numel() > 0:
+            self.logger.record_mean("planner/expected_return", float(er.mean()))
+        self.logger.record_mean("planner/ess", float(result.ess.mean()))
+        self.logger.record_mean("planner/iterations", float(result.iterations))
+        self.logger.record_mean("planner/fallback_rate", float(result.fallback.float().mean()))
+        self._planner_fallbacks = getattr(self, "_planner_fallbacks", 0) + int(result.fallback.sum())
+        self.logger.record("planner/fallbacks", self._planner_fallbacks)
+
+    # ------------------------------------------------------------------ the model
+
+    def _on_step(self) -> None:
+        super()._on_step()  # type: ignore[misc]
+        if not self.uses_learned_model or self.dynamics is None:
+            return
+        if self.num_timesteps < self._model_learning_starts():
+            return
+        if self._last_model_fit >= 0 and self.num_timesteps - self._last_model_fit < self.model_train_freq:
+            return
+        self.fit_model()
+
+    def fit_model(self) -> dict[str, float]:
+        """Fit the learned model on the real transitions of the replay buffer now."""
+        start = time.perf_counter()
+        stats = self.dynamics.fit_from_buffer(self.replay_buffer, **self.model_fit_kwargs)
+        self._last_model_fit = self.num_timesteps
+        self.model_fitted = True
+        for key, value in stats.items():
+            if isinstance(value, int | float) and math.isfinite(float(value)):
+                self.logger.record(f"model/{key}", float(value))
+        self.logger.record("model/fit_time_s", time.perf_counter() - start)
+        return stats
+
+    # ------------------------------------------------------------------ evaluation
+
+    def predict(
+        self,
+        observation: Any,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """Plan an action (or the bare actor's, with ``predict_with_planner=False`` or before the model is ready).
+
+        ``episode_start`` (as passed by ``evaluate_policy``) resets the plans of new episodes.
+        """
+        ready = self.planner is not None and (not self.uses_learned_model or self.model_fitted)
+        if not (self.predict_with_planner and ready) or hasattr(self.dynamics, "state_from_env"):
+            return super().predict(observation, state, episode_start, deterministic)  # type: ignore[misc]
+        obs = np.asarray(observation, dtype=np.float32)
+        vectorized = obs.ndim == 2
+        if obs.ndim == 1:
+            obs = obs[None]
+        if obs.shape[1:] != self.observation_space.shape:
+            raise ValueError(
+                f"observation of shape {np.asarray(observation).shape} does not match the observation space "
+                f"{self.observation_space.shape}"
+            )
+        if self._eval_planner is None:
+            self._eval_planner = self._make_planner()
+        planner = self._eval_planner
+        planner._ensure_state(obs.shape[0])
+        if episode_start is not None and np.any(episode_start):
+            planner.reset(np.flatnonzero(episode_start))
+        result = planner.plan(th.as_tensor(obs, device=self.device), deterministic=deterministic)
+        actions = self.policy.unscale_action(result.normalized_action.detach().cpu().numpy())
+        actions = np.clip(actions, self.action_space.low, self.action_space.high)
+        return (actions if vectorized else actions[0]), state
+
+    # ------------------------------------------------------------------ saving
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "planner", "_eval_planner", "dynamics", "_pending_imagined"]  # type: ignore[misc]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts, variables = super()._get_torch_save_params()  # type: ignore[misc]
+        if isinstance(self.dynamics, th.nn.Module):
+            state_dicts = [*state_dicts, "dynamics"]
+        return state_dicts, variables
+
+
+def _compose(fn: Any, transform: Any) -> Any:
+    def composed(obs: th.Tensor) -> th.Tensor:
+        return fn(transform(obs))
+
+    return composed

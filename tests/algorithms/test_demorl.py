@@ -1,0 +1,192 @@
+"""DeMoSAC and DeMoTD3: planned rollouts, stored actions, augmentation, save/load, n_envs, bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from sb3_demo import AugmentedReplayBuffer, DeMoSAC, DeMoTD3, PendulumDynamics
+from sb3_demo.dynamics import MountainCarContinuousDynamics
+
+ALGOS = [DeMoSAC, DeMoTD3]
+SMALL_PLANNER = dict(horizon=5, num_samples=32, num_particles=1, num_iterations=2)
+
+
+class ActionRecorder(gym.Wrapper):
+    """Records the actions the env really receives."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.actions: list[np.ndarray] = []
+
+    def step(self, action: Any) -> Any:
+        self.actions.append(np.array(action, dtype=np.float32))
+        return super().step(action)
+
+
+def _small(algo: type, env: Any, **kwargs: Any) -> Any:
+    kw: dict[str, Any] = dict(
+        model="analytic",
+        planner_kwargs=SMALL_PLANNER,
+        learning_starts=50,
+        batch_size=64,
+        policy_kwargs=dict(net_arch=[32, 32]),
+        seed=0,
+        device="auto",
+    )
+    kw.update(kwargs)
+    return algo("MlpPolicy", env, **kw)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_stored_action_equals_executed_action(algo: type) -> None:
+    env = ActionRecorder(gym.make("Pendulum-v1"))
+    model = _small(algo, env)
+    model.learn(120)
+    assert model.planner_active()
+    executed = np.stack(env.actions)  # (120, 1) env units
+    stored = model.replay_buffer.actions[:120, 0]  # normalised
+    np.testing.assert_allclose(model.policy.unscale_action(stored), executed, atol=1e-6)
+    # planned steps really came from the planner: the logger saw it
+    assert model.logger.name_to_value["planner/iterations"] == SMALL_PLANNER["num_iterations"]
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_save_load_same_deterministic_actions_and_continue(algo: type, tmp_path: Any) -> None:
+    env = gym.make("Pendulum-v1")
+    model = _small(algo, env)
+    model.learn(100)
+    obs = np.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.5], [0.0, 1.0, -1.0]], np.float32)
+    path = tmp_path / "model.zip"
+    model.save(path)
+    loaded = algo.load(path, env=gym.make("Pendulum-v1"))
+    a1, _ = model.predict(obs, deterministic=True)
+    a2, _ = loaded.predict(obs, deterministic=True)
+    np.testing.assert_allclose(a1, a2, atol=1e-6)
+    assert loaded.planner_kwargs == model.planner_kwargs
+    assert loaded.planner is not None and loaded.planner.horizon == SMALL_PLANNER["horizon"]
+    # the bare actor is the same too
+    loaded.predict_with_planner = model.predict_with_planner = False
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    loaded.learn(60, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 160
+
+
+def test_imagined_transitions_reach_the_buffer_and_batches() -> None:
+    model = _small(DeMoSAC, gym.make("Pendulum-v1"), replay_buffer_kwargs=dict(imagined_fraction=0.25))
+    model.learn(100)
+    buf = model.replay_buffer
+    assert isinstance(buf, AugmentedReplayBuffer)
+    # 50 planned steps x horizon 5 imagined transitions each
+    assert buf.imagined_size() == 50 * SMALL_PLANNER["horizon"]
+    # imagined transitions agree with the analytic model they came from
+    n = buf.imagined_size()
+    nxt, rew, _ = PendulumDynamics()(
+        th.as_tensor(buf.imagined_observations[:n]), th.as_tensor(2.0 * buf.imagined_actions[:n])
+    )
+    np.testing.assert_allclose(nxt.numpy(), buf.imagined_next_observations[:n], atol=1e-5)
+    np.testing.assert_allclose(rew.numpy(), buf.imagined_rewards[:n], atol=1e-4)
+    assert buf.num_imagined_in_batch(64) == 16
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_two_envs(algo: type) -> None:
+    venv = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
+    model = _small(algo, venv)
+    model.learn(200)
+    assert model.planner is not None and model.planner.mean is not None
+    assert model.planner.mean.shape[0] == 2
+    assert model.replay_buffer.pos == 100 and np.abs(model.replay_buffer.actions[:100]).sum(axis=(0, 2)).all()
+    actions, _ = model.predict(venv.reset(), deterministic=True)
+    assert actions.shape == (2, 1) and np.all(np.abs(actions) <= 2.0)
+
+
+def test_planner_respects_asymmetric_bounds() -> None:
+    env = gym.wrappers.RescaleAction(gym.make("Pendulum-v1"), min_action=np.array([0.0]), max_action=np.array([2.0]))
+    model = _small(DeMoSAC, ActionRecorder(env), model=PendulumDynamics_in_0_2())
+    model.learn(100)
+    executed = np.stack(model.env.envs[0].env.actions)
+    assert executed.min() >= 0.0 and executed.max() <= 2.0
+
+
+class PendulumDynamics_in_0_2(PendulumDynamics):
+    """Pendulum driven through an action range [0, 2] mapped onto the torque range [-2, 2]."""
+
+    def __call__(self, states: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        return super().__call__(states, 2.0 * actions - 2.0)
+
+
+def test_learns_pendulum_with_the_analytic_model() -> None:
+    """A short horizon cannot swing up alone: the critic's terminal value must be learned."""
+    th.manual_seed(0)
+    env = gym.make("Pendulum-v1")
+    model = DeMoSAC(
+        "MlpPolicy",
+        env,
+        model="analytic",
+        planner_kwargs=dict(horizon=3, num_samples=50, num_particles=1, num_iterations=2, gamma_std=1.0),
+        learning_starts=200,
+        learning_rate=1e-3,
+        seed=0,
+    )
+    before, _ = evaluate_policy(model, gym.make("Pendulum-v1"), n_eval_episodes=3)
+    model.learn(2500)
+    after, _ = evaluate_policy(model, gym.make("Pendulum-v1"), n_eval_episodes=5)
+    assert before < -600
+    assert after >= -400
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_discrete_actions_are_refused() -> None:
+    with pytest.raises(ValueError, match="Box action space"):
+        DeMoSAC("MlpPolicy", gym.make("CartPole-v1"), model="ensemble")
+
+
+def test_dict_observations_are_refused_with_advice() -> None:
+    class DictObs(gym.ObservationWrapper):
+        def __init__(self, env: gym.Env) -> None:
+            super().__init__(env)
+            self.observation_space = gym.spaces.Dict({"x": env.observation_space})
+
+        def observation(self, observation: Any) -> Any:
+            return {"x": observation}
+
+    with pytest.raises(ValueError, match="FlattenObservation"):
+        DeMoSAC("MultiInputPolicy", DictObs(gym.make("Pendulum-v1")), model=PendulumDynamics())
+
+
+def test_model_with_wrong_dimensions_is_named() -> None:
+    with pytest.raises(ValueError, match="observation_dim=2 but the env has 3"):
+        DeMoSAC("MlpPolicy", gym.make("Pendulum-v1"), model=MountainCarContinuousDynamics())
+
+
+def test_analytic_model_for_unknown_env() -> None:
+    with pytest.raises(ValueError, match="no analytic model"):
+        DeMoSAC("MlpPolicy", gym.make("InvertedPendulum-v5"), model="analytic")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(model="bogus"), "model must be"),
+        (dict(critic_reduce="max"), "critic_reduce"),
+        (dict(model_train_freq=0), "model_train_freq"),
+        (dict(planner_starts=-1), "planner_starts"),
+        (dict(planner_kwargs=dict(horizon=0)), "horizon"),
+        (dict(planner_kwargs=dict(gamma_std=1.5)), "gamma_std"),
+        (dict(planner_kwargs=dict(horizonn=3)), "planner_kwargs"),
+    ],
+)
+def test_invalid_settings(kwargs: dict, match: str) -> None:
+    kw: dict[str, Any] = dict(model="analytic")
+    kw.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        DeMoSAC("MlpPolicy", gym.make("Pendulum-v1"), **kw)
