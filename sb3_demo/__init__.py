@@ -19,6 +19,8 @@ _EXPORTS: dict[str, str] = {
     "CallableDynamics": "sb3_demo.dynamics",
     "PendulumDynamics": "sb3_demo.dynamics",
     "MountainCarContinuousDynamics": "sb3_demo.dynamics",
+    "EnsembleDynamics": "sb3_demo.dynamics.ensemble",
+    "MuJoCoRolloutDynamics": "sb3_demo.dynamics.mujoco_rollout",
     "DeMoSAC": "sb3_demo.algorithms",
     "DeMoTD3": "sb3_demo.algorithms",
     "AugmentedReplayBuffer": "sb3_demo.buffers",
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
         MountainCarContinuousDynamics,
         PendulumDynamics,
     )
+    from sb3_demo.dynamics.ensemble import EnsembleDynamics
+    from sb3_demo.dynamics.mujoco_rollout import MuJoCoRolloutDynamics
     from sb3_demo.planner import DMDMPCPlanner, PlanResult
 
 __all__ = ["__version__", *_EXPORTS]

@@ -1,0 +1,608 @@
+"""Probabilistic ensemble dynamics model (PETS, Chua et al. 2018) trained from an SB3 replay buffer.
+
+Each of ``E`` members is an MLP (Swish activations) that maps a normalised ``[state, action]`` to the mean
+and log-variance of a diagonal Gaussian over the normalised ``[state delta, reward]`` (the reward output
+only when no ``reward_fn`` is given). All members are evaluated in one batched matrix product per
+layer: a layer holds a ``(E, in, out)`` weight tensor and computes ``th.baddbmm(bias, x, weight)`` on
+``x`` of shape ``(E, batch, in)``.
+
+Training (:meth:`EnsembleDynamics.fit`): inputs and targets are standardised with statistics of the
+data, a random hold-out set is put aside, each member trains on its own bootstrap of the rest with the
+Gaussian negative log-likelihood, weight decay and a penalty that keeps the learnable log-variance bounds
+tight; training stops when no member improved its hold-out MSE by more than 1 % for ``patience``
+epochs, every member keeps its best weights, and the ``num_elites`` members with the lowest hold-out MSE
+become the elites.
+
+Prediction (``model(states, actions)``) uses trajectory sampling (TS-inf): row ``i`` of a batch always
+goes through elite ``i % num_elites``, so a particle keeps its member along a planned trajectory, and
+the next state is drawn from that member's Gaussian (or its mean when ``deterministic``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch as th
+from torch import nn
+
+RewardFn = Callable[[th.Tensor, th.Tensor, th.Tensor], th.Tensor]
+TerminationFn = Callable[[th.Tensor, th.Tensor, th.Tensor], th.Tensor]
+ArrayLike = np.ndarray | th.Tensor
+
+
+class EnsembleLinear(nn.Module):
+    """``E`` independent affine layers evaluated with one batched matrix product.
+
+    :param num_members: E
+    :param in_features: input size
+    :param out_features: output size
+    """
+
+    def __init__(
+        self, num_members: int, in_features: int, out_features: int, generator: th.Generator | None = None
+    ) -> None:
+        super().__init__()
+        self.num_members = num_members
+        self.in_features = in_features
+        self.out_features = out_features
+        # truncated normal with std 1 / (2 sqrt(in)) (as in PETS), cut at 2 std
+        std = 1.0 / (2.0 * math.sqrt(in_features))
+        weight = th.empty(num_members, in_features, out_features)
+        nn.init.trunc_normal_(weight, std=std, a=-2.0 * std, b=2.0 * std, generator=generator)
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(th.zeros(num_members, 1, out_features))
+
+    def forward(self, x: th.Tensor, members: th.Tensor | int | None = None) -> th.Tensor:
+        """
+        :param x: (E', B, in)
+        :param members: None for all E members, an int ``k`` for the first ``k`` (a view, no copy), or a
+            (E',) tensor of member indices
+        :return: (E', B, out)
+        """
+        if members is None:
+            return th.baddbmm(self.bias, x, self.weight)
+        if isinstance(members, int):
+            return th.baddbmm(self.bias[:members], x, self.weight[:members])
+        return th.baddbmm(self.bias.index_select(0, members), x, self.weight.index_select(0, members))
+
+    def extra_repr(self) -> str:
+        return f"num_members={self.num_members}, in={self.in_features}, out={self.out_features}"
+
+
+def _as_tensor(name: str, value: ArrayLike, dtype: th.dtype, device: th.device) -> th.Tensor:
+    if not isinstance(value, np.ndarray | th.Tensor):
+        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}")
+    return th.as_tensor(np.asarray(value) if isinstance(value, np.ndarray) else value).to(
+        device=device, dtype=dtype
+    )
+
+
+class EnsembleDynamics(nn.Module):
+    """Probabilistic ensemble of MLPs predicting ``[next_state - state, reward]``.
+
+    :param observation_dim: S
+    :param action_dim: A
+    :param num_members: E, members in the ensemble
+    :param num_elites: members used for prediction (best hold-out MSE), 1 <= num_elites <= E
+    :param hidden_sizes: hidden layer widths (Swish activations)
+    :param learning_rate: Adam learning rate
+    :param weight_decay: L2 penalty ``decay / 2 * |W|^2`` per layer: one float for every layer, or one per
+        layer (``len(hidden_sizes) + 1`` values, e.g. PETS's ``(2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)``)
+    :param holdout_fraction: fraction of the data held out for early stopping and elite selection, in [0, 1)
+    :param reward_fn: ``reward_fn(obs, action, next_obs) -> (N,)``; None to learn the reward
+    :param termination_fn: ``termination_fn(obs, action, next_obs) -> (N,) bool``; None: never terminates
+    :param deterministic: predict the members' means instead of sampling (also a keyword of ``forward``)
+    :param improvement_threshold: relative hold-out MSE improvement that resets the patience counter
+    :param device: torch device
+    :param seed: seed of the model's initialisation, data split and sampling noise
+    """
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_dim: int,
+        num_members: int = 7,
+        num_elites: int = 5,
+        hidden_sizes: Sequence[int] = (200, 200, 200, 200),
+        learning_rate: float = 1e-3,
+        weight_decay: float | Sequence[float] = 5e-5,
+        holdout_fraction: float = 0.2,
+        reward_fn: RewardFn | None = None,
+        termination_fn: TerminationFn | None = None,
+        deterministic: bool = False,
+        improvement_threshold: float = 0.01,
+        device: th.device | str = "cpu",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("observation_dim", observation_dim), ("action_dim", action_dim),
+                            ("num_members", num_members), ("num_elites", num_elites)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if num_elites > num_members:
+            raise ValueError(f"num_elites must be <= num_members ({num_members}), got {num_elites}")
+        hidden_sizes = tuple(hidden_sizes)
+        if len(hidden_sizes) == 0 or any(not isinstance(h, int) or h < 1 for h in hidden_sizes):
+            raise ValueError(f"hidden_sizes must be a non-empty sequence of ints >= 1, got {hidden_sizes}")
+        if not 0.0 <= holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+        if not learning_rate > 0.0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        decays = (
+            [float(weight_decay)] * (len(hidden_sizes) + 1)
+            if isinstance(weight_decay, int | float)
+            else [float(d) for d in weight_decay]
+        )
+        if len(decays) != len(hidden_sizes) + 1 or any(d < 0 for d in decays):
+            raise ValueError(
+                "weight_decay must be a float >= 0 or one value >= 0 per layer "
+                f"({len(hidden_sizes) + 1} for hidden_sizes={hidden_sizes}), got {weight_decay}"
+            )
+        for name, fn in (("reward_fn", reward_fn), ("termination_fn", termination_fn)):
+            if fn is not None and not callable(fn):
+                raise TypeError(
+                    f"{name} must be a callable(obs, action, next_obs) or None, got {type(fn).__name__}"
+                )
+
+        self.observation_dim = observation_dim
+        self.action_dim = action_dim
+        self.num_members = num_members
+        self.num_elites = num_elites
+        self.hidden_sizes = hidden_sizes
+        self.learning_rate = float(learning_rate)
+        self.weight_decays = decays
+        self.holdout_fraction = float(holdout_fraction)
+        self.reward_fn = reward_fn
+        self.termination_fn = termination_fn
+        self.deterministic = deterministic
+        self.improvement_threshold = float(improvement_threshold)
+        self.learn_reward = reward_fn is None
+        self.input_dim = observation_dim + action_dim
+        self.output_dim = observation_dim + int(self.learn_reward)
+
+        if seed is None:
+            seed = int(th.randint(0, 2**62, (1,)).item())
+        init_generator = th.Generator().manual_seed(seed)
+        sizes = [self.input_dim, *hidden_sizes]
+        self.layers = nn.ModuleList(
+            [
+                EnsembleLinear(num_members, n_in, n_out, generator=init_generator)
+                for n_in, n_out in itertools.pairwise(sizes)
+            ]
+        )
+        self.output_layer = EnsembleLinear(
+            num_members, sizes[-1], 2 * self.output_dim, generator=init_generator
+        )
+        self.activation = nn.SiLU()
+        # learnable soft bounds of the log-variance (normalised target units)
+        self.max_logvar = nn.Parameter(th.full((1, self.output_dim), 0.5))
+        self.min_logvar = nn.Parameter(th.full((1, self.output_dim), -10.0))
+
+        self.register_buffer("input_mean", th.zeros(self.input_dim))
+        self.register_buffer("input_std", th.ones(self.input_dim))
+        self.register_buffer("target_mean", th.zeros(self.output_dim))
+        self.register_buffer("target_std", th.ones(self.output_dim))
+        self.register_buffer("elite_indices", th.arange(num_elites, dtype=th.long))
+        self.register_buffer("fitted", th.zeros((), dtype=th.bool))
+        self.input_mean: th.Tensor
+        self.input_std: th.Tensor
+        self.target_mean: th.Tensor
+        self.target_std: th.Tensor
+        self.elite_indices: th.Tensor
+        self.fitted: th.Tensor
+
+        self.to(device)
+        self.generator = th.Generator(device=self.device)
+        self.generator.manual_seed(seed + 1)
+        self.optimizer: th.optim.Optimizer | None = None
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def device(self) -> th.device:
+        return self.max_logvar.device
+
+    def _build_optimizer(self) -> th.optim.Optimizer:
+        return th.optim.Adam(self.parameters(), lr=self.learning_rate)
+
+    def _decay_penalty(self) -> th.Tensor:
+        layers = [*self.layers, self.output_layer]
+        return sum(
+            (0.5 * decay * (layer.weight**2).sum() for decay, layer in zip(self.weight_decays, layers)),
+            th.zeros((), device=self.device),
+        )
+
+    def _core(self, x: th.Tensor, members: th.Tensor | int | None = None) -> tuple[th.Tensor, th.Tensor]:
+        """Normalised inputs (E', B, in) -> normalised target mean and bounded log-variance (E', B, out)."""
+        for layer in self.layers:
+            x = self.activation(layer(x, members))
+        out = self.output_layer(x, members)
+        mean, logvar = out[..., : self.output_dim], out[..., self.output_dim :]
+        logvar = self.max_logvar - nn.functional.softplus(self.max_logvar - logvar)
+        logvar = self.min_logvar + nn.functional.softplus(logvar - self.min_logvar)
+        return mean, logvar
+
+    def _elite_members(self) -> th.Tensor | int:
+        """The elites as ``_core``'s ``members``: an int (a prefix, no weight copy) when they come first."""
+        elites = self.elite_indices
+        k = elites.shape[0]
+        if bool((elites == th.arange(k, device=elites.device)).all()):
+            return k
+        return elites
+
+    def _normalize_inputs(self, states: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        return (th.cat([states, actions], dim=-1) - self.input_mean) / self.input_std
+
+    def _check_inputs(self, states: Any, actions: Any) -> None:
+        for name, value, dim in (
+            ("states", states, self.observation_dim),
+            ("actions", actions, self.action_dim),
+        ):
+            if not isinstance(value, th.Tensor):
+                raise TypeError(
+                    f"{name} must be a torch tensor of shape (N, {dim}), got {type(value).__name__}"
+                )
+            if value.dim() != 2 or value.shape[1] != dim:
+                raise ValueError(f"{name} must have shape (N, {dim}), got {tuple(value.shape)}")
+        if states.shape[0] != actions.shape[0]:
+            raise ValueError(
+                "states and actions must have the same batch size, "
+                f"got {states.shape[0]} and {actions.shape[0]}"
+            )
+
+    # ------------------------------------------------------------------ prediction
+
+    def forward(
+        self, states: th.Tensor, actions: th.Tensor, deterministic: bool | None = None
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """One step of trajectory-sampling propagation through the elites.
+
+        :param states: (N, S)
+        :param actions: (N, A) in environment units
+        :param deterministic: use the members' means (default: the ``deterministic`` attribute)
+        :return: next_states (N, S), rewards (N,), terminated (N,) bool, in the dtype of ``states``
+        """
+        self._check_inputs(states, actions)
+        deterministic = self.deterministic if deterministic is None else deterministic
+        n = states.shape[0]
+        k = self.num_elites
+        dtype = self.max_logvar.dtype
+        s = states.to(device=self.device, dtype=dtype)
+        a = actions.to(device=self.device, dtype=dtype)
+        x = self._normalize_inputs(s, a)
+        pad = (-n) % k
+        if pad:
+            x = th.cat([x, x.new_zeros(pad, self.input_dim)])
+        # row i -> elite i % k: (n/k, k, in) -> (k, n/k, in)
+        x = x.reshape(-1, k, self.input_dim).transpose(0, 1)
+        mean, logvar = self._core(x, self._elite_members())
+        if not deterministic:
+            noise = th.randn(mean.shape, generator=self.generator, device=self.device, dtype=dtype)
+            mean = mean + th.exp(0.5 * logvar) * noise
+        out = mean.transpose(0, 1).reshape(-1, self.output_dim)[:n] * self.target_std + self.target_mean
+        next_states = s + out[:, : self.observation_dim]
+        if self.reward_fn is None:
+            rewards = out[:, self.observation_dim]
+        else:
+            rewards = self.reward_fn(s, a, next_states).reshape(n)
+        if self.termination_fn is None:
+            terminated = th.zeros(n, dtype=th.bool, device=self.device)
+        else:
+            terminated = self.termination_fn(s, a, next_states).reshape(n).bool()
+        out_dtype = states.dtype if states.is_floating_point() else dtype
+        return next_states.to(out_dtype), rewards.to(out_dtype), terminated
+
+    def predict_distribution(
+        self, states: th.Tensor, actions: th.Tensor, members: str = "elites"
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """Every member's Gaussian over ``[next_state - state, reward]`` in environment units.
+
+        :param states: (N, S)
+        :param actions: (N, A) in environment units
+        :param members: ``"elites"`` or ``"all"``
+        :return: mean and variance, each (E', N, D) with E' = num_elites or num_members, D = S (+ 1)
+        """
+        self._check_inputs(states, actions)
+        if members not in ("elites", "all"):
+            raise ValueError(f"members must be 'elites' or 'all', got {members!r}")
+        dtype = self.max_logvar.dtype
+        x = self._normalize_inputs(states.to(self.device, dtype), actions.to(self.device, dtype))
+        count = self.num_elites if members == "elites" else self.num_members
+        x = x.unsqueeze(0).expand(count, -1, -1)
+        mean, logvar = self._core(x, self._elite_members() if members == "elites" else None)
+        return mean * self.target_std + self.target_mean, th.exp(logvar) * self.target_std**2
+
+    # ------------------------------------------------------------------ training
+
+    def fit(
+        self,
+        observations: ArrayLike,
+        actions: ArrayLike,
+        next_observations: ArrayLike,
+        rewards: ArrayLike,
+        terminations: ArrayLike | None = None,
+        *,
+        max_epochs: int | None = None,
+        batch_size: int = 256,
+        patience: int = 5,
+        max_grad_steps: int | None = None,
+    ) -> dict[str, float]:
+        """Train every member on a bootstrap of the data, with hold-out early stopping and elite selection.
+
+        Training continues from the current weights (call it again as the data grows); the normalisation
+        statistics are re-fitted on all the data each call.
+
+        :param observations: (N, S)
+        :param actions: (N, A) in environment units
+        :param next_observations: (N, S)
+        :param rewards: (N,) (used only when the reward is learned)
+        :param terminations: (N,) accepted for symmetry with the buffer; the ensemble does not learn
+            terminations (give ``termination_fn``)
+        :param max_epochs: cap on epochs (None: until early stopping)
+        :param batch_size: minibatch size per member
+        :param patience: epochs without a > ``improvement_threshold`` hold-out improvement before stopping
+        :param max_grad_steps: cap on gradient steps (None: no cap)
+        :return: ``train_loss`` (last epoch's mean NLL per member), ``holdout_loss`` and ``holdout_mse``
+            (elites' mean NLL and MSE on the hold-out set, in standardised target units, i.e. each target
+            dimension divided by its standard deviation), ``num_elites``, ``epochs``, ``grad_steps``,
+            ``num_train``, ``num_holdout``
+        """
+        for name, value in (("batch_size", batch_size), ("patience", patience)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name, cap in (("max_epochs", max_epochs), ("max_grad_steps", max_grad_steps)):
+            if cap is not None and (not isinstance(cap, int) or cap < 1):
+                raise ValueError(f"{name} must be None or an integer >= 1, got {cap!r}")
+        dtype, device = self.max_logvar.dtype, self.device
+        obs = _as_tensor("observations", observations, dtype, device)
+        act = _as_tensor("actions", actions, dtype, device)
+        next_obs = _as_tensor("next_observations", next_observations, dtype, device)
+        rew = _as_tensor("rewards", rewards, dtype, device)
+        n = obs.shape[0] if obs.dim() >= 1 else 0
+        if obs.dim() != 2 or obs.shape[1] != self.observation_dim:
+            raise ValueError(
+                f"observations must have shape (N, {self.observation_dim}), got {tuple(obs.shape)}"
+            )
+        if act.dim() == 1 and self.action_dim == 1:
+            act = act[:, None]
+        if act.shape != (n, self.action_dim):
+            raise ValueError(f"actions must have shape ({n}, {self.action_dim}), got {tuple(act.shape)}")
+        if next_obs.shape != obs.shape:
+            raise ValueError(
+                f"next_observations must have shape {tuple(obs.shape)}, got {tuple(next_obs.shape)}"
+            )
+        if rew.numel() != n:
+            raise ValueError(f"rewards must have shape ({n},), got {tuple(rew.shape)}")
+        rew = rew.reshape(n, 1)
+        if terminations is not None and np.asarray(terminations).size != n:
+            raise ValueError(f"terminations must have shape ({n},), got {np.asarray(terminations).shape}")
+
+        inputs = th.cat([obs, act], dim=1)
+        targets = next_obs - obs
+        if self.learn_reward:
+            targets = th.cat([targets, rew], dim=1)
+        finite = th.isfinite(inputs).all(dim=1) & th.isfinite(targets).all(dim=1)
+        if not bool(finite.all()):
+            dropped = int((~finite).sum())
+            warnings.warn(f"EnsembleDynamics.fit: dropping {dropped} non-finite transitions", stacklevel=2)
+            inputs, targets = inputs[finite], targets[finite]
+        n = inputs.shape[0]
+        if n < 2:
+            raise ValueError(f"EnsembleDynamics.fit needs at least 2 finite transitions, got {n}")
+
+        self.input_mean.copy_(inputs.mean(dim=0))
+        self.input_std.copy_(_safe_std(inputs))
+        self.target_mean.copy_(targets.mean(dim=0))
+        self.target_std.copy_(_safe_std(targets))
+        x_all = (inputs - self.input_mean) / self.input_std
+        y_all = (targets - self.target_mean) / self.target_std
+
+        perm = th.randperm(n, generator=self.generator, device=device)
+        n_hold = int(n * self.holdout_fraction)
+        hold_idx, train_idx = perm[:n_hold], perm[n_hold:]
+        n_train = train_idx.shape[0]
+        # validation falls back to the training data when there is no hold-out set
+        val_idx = hold_idx if n_hold > 0 else train_idx
+        x_val, y_val = x_all[val_idx], y_all[val_idx]
+        e = self.num_members
+        boot = train_idx[th.randint(n_train, (e, n_train), generator=self.generator, device=device)]
+
+        if self.optimizer is None:
+            self.optimizer = self._build_optimizer()
+        self.train()
+        best_mse = self._evaluate(x_val, y_val)[1]
+        best_state = {k: v.detach().clone() for k, v in self._member_params().items()}
+        epochs_since_improvement = 0
+        epoch = 0
+        grad_steps = 0
+        train_loss = math.nan
+        while True:
+            order = th.argsort(th.rand(e, n_train, generator=self.generator, device=device), dim=1)
+            shuffled = th.gather(boot, 1, order)
+            epoch_losses = []
+            for start in range(0, n_train, batch_size):
+                idx = shuffled[:, start : start + batch_size]  # (E, b)
+                mean, logvar = self._core(x_all[idx])
+                nll = (((mean - y_all[idx]) ** 2) * th.exp(-logvar) + logvar).mean(dim=(1, 2))  # (E,)
+                bound_penalty = 0.01 * (self.max_logvar.sum() - self.min_logvar.sum())
+                loss = nll.sum() + bound_penalty + self._decay_penalty()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                epoch_losses.append(nll.detach().mean())
+                grad_steps += 1
+                if max_grad_steps is not None and grad_steps >= max_grad_steps:
+                    break
+            epoch += 1
+            train_loss = float(th.stack(epoch_losses).mean())
+            mse = self._evaluate(x_val, y_val)[1]
+            improved = (best_mse - mse) / best_mse.clamp(min=1e-12) > self.improvement_threshold
+            if bool(improved.any()):
+                with th.no_grad():
+                    for name, param in self._member_params().items():
+                        best_state[name][improved] = param.detach()[improved]
+                best_mse = th.where(improved, mse, best_mse)
+                epochs_since_improvement = 0
+            else:
+                epochs_since_improvement += 1
+            if epochs_since_improvement >= patience:
+                break
+            if max_epochs is not None and epoch >= max_epochs:
+                break
+            if max_grad_steps is not None and grad_steps >= max_grad_steps:
+                break
+
+        with th.no_grad():
+            for name, param in self._member_params().items():
+                param.copy_(best_state[name])
+        self.eval()
+        # reorder the members by hold-out MSE, so that the elites are the first num_elites (prediction then
+        # slices the weight tensors instead of copying them)
+        order = th.argsort(self._evaluate(x_val, y_val)[1])
+        self._permute_members(order)
+        nll_val, mse_val = self._evaluate(x_val, y_val)
+        self.elite_indices.copy_(th.arange(self.num_elites, device=device))
+        self.fitted.fill_(True)
+        return {
+            "train_loss": train_loss,
+            "holdout_loss": float(nll_val[self.elite_indices].mean()),
+            "holdout_mse": float(mse_val[self.elite_indices].mean()),
+            "num_elites": float(self.num_elites),
+            "epochs": float(epoch),
+            "grad_steps": float(grad_steps),
+            "num_train": float(n_train),
+            "num_holdout": float(n_hold),
+        }
+
+    @th.no_grad()
+    def _permute_members(self, order: th.Tensor) -> None:
+        """Reorder the members (their parameters and Adam's moment estimates) as ``order``."""
+        for param in self._member_params().values():
+            param.copy_(param[order])
+            if self.optimizer is not None:
+                for moment in self.optimizer.state.get(param, {}).values():
+                    if isinstance(moment, th.Tensor) and moment.shape == param.shape:
+                        moment.copy_(moment[order])
+
+    def _member_params(self) -> dict[str, th.Tensor]:
+        """The per-member parameters (leading dimension E)."""
+        prefixes = ("layers.", "output_layer.")
+        return {name: p for name, p in self.named_parameters() if name.startswith(prefixes)}
+
+    @th.no_grad()
+    def _evaluate(self, x: th.Tensor, y: th.Tensor, chunk: int = 8192) -> tuple[th.Tensor, th.Tensor]:
+        """Per-member NLL and MSE (E,) on normalised data."""
+        nll_sum = th.zeros(self.num_members, device=self.device)
+        mse_sum = th.zeros(self.num_members, device=self.device)
+        for start in range(0, x.shape[0], chunk):
+            xb = x[start : start + chunk].unsqueeze(0).expand(self.num_members, -1, -1)
+            yb = y[start : start + chunk]
+            mean, logvar = self._core(xb)
+            sq = (mean - yb) ** 2
+            nll_sum += (sq * th.exp(-logvar) + logvar).mean(dim=2).sum(dim=1)
+            mse_sum += sq.mean(dim=2).sum(dim=1)
+        return nll_sum / x.shape[0], mse_sum / x.shape[0]
+
+    def fit_from_buffer(
+        self, buffer: Any, actions_normalized: bool = True, **fit_kwargs: Any
+    ) -> dict[str, float]:
+        """Fit on every valid transition of an SB3 ``ReplayBuffer``.
+
+        Handles partially filled buffers, ``n_envs > 1`` and ``optimize_memory_usage=True`` (next
+        observation at ``observations[(i + 1) % buffer_size]``; there the transitions that ended an episode
+        are skipped, because the buffer overwrote their next observation with the next episode's first).
+        Terminal transitions are ``dones`` that are not time-limit truncations (``buffer.timeouts``).
+
+        :param buffer: a ``stable_baselines3.common.buffers.ReplayBuffer`` with flat Box observations
+        :param actions_normalized: the buffer holds actions in [-1, 1] (what SB3's off-policy algorithms
+            store for Box action spaces); they are mapped to the action space's bounds
+        :param fit_kwargs: passed to :meth:`fit`
+        :return: the statistics of :meth:`fit`
+        """
+        data = transitions_from_buffer(buffer, actions_normalized=actions_normalized)
+        return self.fit(*data, **fit_kwargs)
+
+    # ------------------------------------------------------------------ persistence
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["generator"] = self.generator.get_state()
+        state["optimizer"] = None  # rebuilt at the next fit
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        generator_state = state.pop("generator")
+        self.__dict__.update(state)
+        self.generator = th.Generator(device=self.device)
+        self.generator.set_state(generator_state)
+
+    def extra_repr(self) -> str:
+        return (
+            f"observation_dim={self.observation_dim}, action_dim={self.action_dim}, "
+            f"num_members={self.num_members}, num_elites={self.num_elites}, learn_reward={self.learn_reward}"
+        )
+
+
+def _safe_std(x: th.Tensor) -> th.Tensor:
+    std = x.std(dim=0, unbiased=False) if x.shape[0] > 1 else th.ones_like(x[0])
+    return th.where(std < 1e-6, th.ones_like(std), std)
+
+
+def transitions_from_buffer(
+    buffer: Any, actions_normalized: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Flatten the valid transitions of an SB3 ``ReplayBuffer``.
+
+    :param buffer: ``stable_baselines3.common.buffers.ReplayBuffer`` (flat Box observations)
+    :param actions_normalized: map stored [-1, 1] actions to the action space's bounds
+    :return: observations (N, S), actions (N, A), next_observations (N, S), rewards (N,), terminations (N,)
+    """
+    observations = getattr(buffer, "observations", None)
+    if isinstance(observations, dict):
+        raise TypeError(
+            "fit_from_buffer does not support DictReplayBuffer (dict observations); flatten them first"
+        )
+    if not isinstance(observations, np.ndarray) or not hasattr(buffer, "buffer_size"):
+        raise TypeError(
+            f"expected a stable_baselines3 ReplayBuffer, got {type(buffer).__name__} (needs observations, "
+            "actions, rewards, dones, buffer_size, pos, full)"
+        )
+    if observations.ndim != 3:
+        raise ValueError(f"fit_from_buffer needs flat (1-D) observations, got shape {observations.shape[2:]}")
+    size, pos, full = int(buffer.buffer_size), int(buffer.pos), bool(buffer.full)
+    optimize = bool(getattr(buffer, "optimize_memory_usage", False))
+    if optimize:
+        # the oldest slot (pos) holds the newest next-observation once the buffer has wrapped around
+        index = np.delete(np.arange(size), pos) if full else np.arange(pos)
+    else:
+        index = np.arange(size if full else pos)
+    if index.size == 0:
+        raise ValueError("the replay buffer holds no transitions yet")
+    n_envs = observations.shape[1]
+    obs = observations[index]
+    next_obs = observations[(index + 1) % size] if optimize else buffer.next_observations[index]
+    actions = buffer.actions[index].reshape(index.size, n_envs, -1).astype(np.float64)
+    rewards = buffer.rewards[index]
+    dones = buffer.dones[index].astype(bool)
+    timeouts = getattr(buffer, "timeouts", np.zeros_like(buffer.dones))[index].astype(bool)
+    terminations = dones & ~timeouts
+    valid = ~dones if optimize else np.ones_like(dones)
+    if actions_normalized:
+        low = np.asarray(buffer.action_space.low, dtype=np.float64).reshape(-1)
+        high = np.asarray(buffer.action_space.high, dtype=np.float64).reshape(-1)
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise ValueError("actions_normalized=True needs a Box action space with finite bounds")
+        actions = low + (actions + 1.0) * 0.5 * (high - low)
+    obs_dim = obs.shape[2]
+    return (
+        obs[valid].reshape(-1, obs_dim),
+        actions[valid].reshape(-1, actions.shape[2]),
+        next_obs[valid].reshape(-1, obs_dim),
+        rewards[valid].reshape(-1),
+        terminations[valid].reshape(-1),
+    )
