@@ -1,11 +1,71 @@
-"""The real-time execution contract for hardware envs."""
+"""The real-time execution contract for hardware envs: anytime planning under a deadline
+(:class:`RealTimeController`), a safety layer (:class:`SafetyWrapper`), latency statistics
+(:class:`LatencyStats`), training off the control loop (:class:`ThreadedTrainCallback`), and the rule
+that a planner never uses a hardware env as its model (:func:`check_model_allowed`).
 
-from sb3_demo.realtime.hardware import (
-    HardwareEnv,
-    HardwareModelError,
-    check_model_allowed,
-    control_period_of,
-    is_hardware_env,
-)
+Public names are imported lazily: an env module that only needs :class:`HardwareEnv` does not pay for
+torch or SB3.
+"""
 
-__all__ = ["HardwareEnv", "HardwareModelError", "check_model_allowed", "control_period_of", "is_hardware_env"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "DeadlineGuard": "sb3_demo.realtime.controller",
+    "RealTimeController": "sb3_demo.realtime.controller",
+    "HardwareEnv": "sb3_demo.realtime.hardware",
+    "HardwareModelError": "sb3_demo.realtime.hardware",
+    "check_model_allowed": "sb3_demo.realtime.hardware",
+    "control_period_of": "sb3_demo.realtime.hardware",
+    "is_hardware_env": "sb3_demo.realtime.hardware",
+    "LatencyLoggerCallback": "sb3_demo.realtime.latency",
+    "LatencyStats": "sb3_demo.realtime.latency",
+    "SafetyWrapper": "sb3_demo.realtime.safety",
+    "Watchdog": "sb3_demo.realtime.safety",
+    "ExecutedActionCallback": "sb3_demo.realtime.training",
+    "ThreadedTrainCallback": "sb3_demo.realtime.training",
+}
+
+if TYPE_CHECKING:
+    from sb3_demo.realtime.controller import DeadlineGuard, RealTimeController
+    from sb3_demo.realtime.hardware import (
+        HardwareEnv,
+        HardwareModelError,
+        check_model_allowed,
+        control_period_of,
+        is_hardware_env,
+    )
+    from sb3_demo.realtime.latency import LatencyLoggerCallback, LatencyStats
+    from sb3_demo.realtime.safety import SafetyWrapper, Watchdog
+    from sb3_demo.realtime.training import ExecutedActionCallback, ThreadedTrainCallback
+
+__all__ = [
+    "DeadlineGuard",
+    "ExecutedActionCallback",
+    "HardwareEnv",
+    "HardwareModelError",
+    "LatencyLoggerCallback",
+    "LatencyStats",
+    "RealTimeController",
+    "SafetyWrapper",
+    "ThreadedTrainCallback",
+    "Watchdog",
+    "check_model_allowed",
+    "control_period_of",
+    "is_hardware_env",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sb3_demo.realtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

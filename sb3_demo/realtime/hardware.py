@@ -60,8 +60,8 @@ def is_hardware_env(env: Any) -> bool:
 
 
 def control_period_of(env: Any) -> float:
-    """Seconds per control step of ``env``: its ``control_period``, else ``1 / metadata["render_fps"]``,
-    else its ``dt``.
+    """Seconds per control step of ``env``: its ``control_period``, else its ``dt`` (gymnasium's MuJoCo and
+    classic-control envs), else ``1 / metadata["render_fps"]``.
 
     :raises ValueError: when the env tells none of these
     """
@@ -69,12 +69,12 @@ def control_period_of(env: Any) -> float:
     period = getattr(e, "control_period", None)
     if period:
         return float(period)
-    fps = (getattr(e, "metadata", None) or {}).get("render_fps")
-    if fps:
-        return 1.0 / float(fps)
     dt = getattr(e, "dt", None)
     if dt:
         return float(dt)
+    fps = (getattr(e, "metadata", None) or {}).get("render_fps")
+    if fps:
+        return 1.0 / float(fps)
     raise ValueError(
         f"cannot derive a control period from {type(e).__name__}: it has no control_period, "
         "metadata['render_fps'] or dt; pass the period (seconds) explicitly"

@@ -1,0 +1,192 @@
+"""Anytime DMD-MPC under a per-step deadline: the planning side of the real-time contract.
+
+:class:`RealTimeController` gives the planner a deadline derived from the env's control period
+(``budget_fraction`` of it, counted from the step's start, i.e. the moment the observation arrived),
+lets it iterate until then (warm-started from the previous step's plan), and falls back to the actor's
+action when not even one iteration fits. Every step is recorded in a :class:`LatencyStats`.
+
+Contract: after the deadline no new model evaluation starts, so a step overruns its deadline by at most
+the one model evaluation in progress (plus the actor's forward pass for the fallback action). The
+planner itself stops iterating at the deadline; the controller additionally guards the planner's model
+and terminal value so that evaluations the planner does outside its deadline checks (the actor's
+rollouts through the model before the first iteration) are not started after the deadline either.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch as th
+
+from sb3_demo.planner.dmd_mpc import DMDMPCPlanner, PlanningDeadlineExceeded, PlanResult
+from sb3_demo.realtime.hardware import check_model_allowed, control_period_of
+from sb3_demo.realtime.latency import LatencyStats
+
+
+class DeadlineGuard:
+    """Wrap a model (or value function) so that calling it after ``deadline`` raises
+    :class:`~sb3_demo.planner.dmd_mpc.PlanningDeadlineExceeded` instead of starting the evaluation.
+
+    Other attributes (``observe``, ``can_terminate``, ...) are forwarded to the wrapped object.
+
+    :param fn: the callable to guard
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.deadline: float | None = None
+        self.calls = 0
+        self.refused = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            self.refused += 1
+            raise PlanningDeadlineExceeded
+        self.calls += 1
+        return self.fn(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "fn":  # not set yet (e.g. during unpickling)
+            raise AttributeError(name)
+        return getattr(self.fn, name)
+
+
+class RealTimeController:
+    """Plan each control step within a deadline derived from the control period.
+
+    :param planner: the DMD-MPC planner (its ``prior`` is the actor used for fallbacks)
+    :param control_period: seconds per control step
+    :param budget_fraction: share of the period given to planning, counted from the step's start;
+        the rest is left for the actor's fallback, the env round trip and timing jitter
+    :param budget: seconds of planning per step (overrides ``budget_fraction``)
+    :param deterministic: passed to :meth:`DMDMPCPlanner.plan`
+    :param stats: where the steps are recorded (a new :class:`LatencyStats` by default)
+    :param guard_model: guard the planner's model and terminal value with :class:`DeadlineGuard`
+        (recommended; see the module docstring)
+    """
+
+    def __init__(
+        self,
+        planner: DMDMPCPlanner,
+        control_period: float,
+        budget_fraction: float = 0.75,
+        budget: float | None = None,
+        deterministic: bool = True,
+        stats: LatencyStats | None = None,
+        guard_model: bool = True,
+    ) -> None:
+        if not isinstance(planner, DMDMPCPlanner):
+            raise TypeError(f"planner must be a DMDMPCPlanner, got {type(planner).__name__}")
+        if not (
+            isinstance(control_period, int | float) and math.isfinite(control_period) and control_period > 0
+        ):
+            raise ValueError(f"control_period must be a finite number of seconds > 0, got {control_period!r}")
+        if not (0.0 < budget_fraction <= 1.0):
+            raise ValueError(f"budget_fraction must be in (0, 1], got {budget_fraction}")
+        if budget is not None and not (math.isfinite(budget) and 0.0 < budget):
+            raise ValueError(f"budget must be a finite number of seconds > 0 or None, got {budget}")
+        self.planner = planner
+        self.control_period = float(control_period)
+        self.budget = float(budget) if budget is not None else budget_fraction * self.control_period
+        self.deterministic = deterministic
+        self.stats = stats if stats is not None else LatencyStats()
+        self._guards: list[DeadlineGuard] = []
+        if guard_model:
+            if not isinstance(planner.dynamics, DeadlineGuard):
+                planner.dynamics = DeadlineGuard(planner.dynamics)
+            self._guards.append(planner.dynamics)
+            if planner.terminal_value is not None:
+                if not isinstance(planner.terminal_value, DeadlineGuard):
+                    planner.terminal_value = DeadlineGuard(planner.terminal_value)
+                self._guards.append(planner.terminal_value)
+
+    @classmethod
+    def for_env(cls, planner: DMDMPCPlanner, env: Any, **kwargs: Any) -> RealTimeController:
+        """A controller for ``env``: the period comes from the env, and a hardware env's own simulator may
+        not be the planner's model (:func:`~sb3_demo.realtime.check_model_allowed`)."""
+        check_model_allowed(env, planner.dynamics)
+        if planner.terminal_value is not None:
+            check_model_allowed(env, planner.terminal_value)
+        return cls(planner, control_period_of(env), **kwargs)
+
+    def deadline_for(self, step_start: float) -> float:
+        """Absolute ``time.perf_counter()`` planning deadline of a step that started at ``step_start``."""
+        return step_start + self.budget
+
+    def _fallback_result(self, states: th.Tensor, start: float) -> PlanResult:
+        """The actor's action (or the shifted plan's first action without an actor) when the planner gave up
+        before its first iteration."""
+        planner = self.planner
+        b = states.shape[0]
+        with th.no_grad():
+            if planner.prior is not None:
+                normalized = planner._prior_actions(states)
+            elif planner.mean is not None and planner.mean.shape[0] == b:
+                normalized = planner.mean[:, 0].clone()
+            else:
+                normalized = th.zeros(b, planner.action_dim, dtype=planner.dtype, device=planner.device)
+        normalized = th.nan_to_num(normalized, nan=0.0).clamp(-1.0, 1.0)
+        mean = planner.mean.clone() if planner.mean is not None and planner.mean.shape[0] == b else None
+        return PlanResult(
+            action=planner.unscale_action(normalized),
+            normalized_action=normalized,
+            mean=mean if mean is not None else normalized[:, None].expand(b, planner.horizon, -1).clone(),
+            expected_return=th.full((b,), math.nan, dtype=planner.dtype, device=planner.device),
+            ess=th.zeros(b, dtype=planner.dtype, device=planner.device),
+            iterations=0,
+            fallback=th.ones(b, dtype=th.bool, device=planner.device),
+            all_invalid=th.zeros(b, dtype=th.bool, device=planner.device),
+            elapsed=time.perf_counter() - start,
+            deadline_hit=True,
+        )
+
+    def act(self, states: th.Tensor | np.ndarray, step_start: float | None = None) -> PlanResult:
+        """Plan one control step.
+
+        :param states: (B, S) or (S,) current states (observations)
+        :param step_start: ``time.perf_counter()`` when the step started (the observation's arrival);
+            default: now
+        :return: the planner's :class:`PlanResult` (``fallback`` True where the actor's action is used)
+        """
+        start = time.perf_counter()
+        if step_start is None:
+            step_start = start
+        x = th.as_tensor(np.asarray(states) if not isinstance(states, th.Tensor) else states)
+        if x.dim() == 1:
+            x = x[None]
+        x = x.to(device=self.planner.device, dtype=self.planner.dtype)
+        deadline = self.deadline_for(step_start)
+        for guard in self._guards:
+            guard.deadline = deadline
+        try:
+            result = self.planner.plan(x, deterministic=self.deterministic, deadline=deadline)
+        except PlanningDeadlineExceeded:  # the guard stopped a model call outside the planner's loop
+            result = self._fallback_result(x, start)
+        finally:
+            for guard in self._guards:
+                guard.deadline = None
+        finished = time.perf_counter()
+        overrun = max(0.0, finished - deadline)
+        self.stats.record(
+            finished - step_start,
+            deadline_missed=overrun > 0,
+            overrun=overrun,
+            period_overrun=finished > step_start + self.control_period,
+            fallbacks=int(result.fallback.sum().item()),
+            iterations=result.iterations,
+        )
+        return result
+
+    def reset(self, indices: Any = None) -> None:
+        """Forget the plans of some environments (episode boundaries)."""
+        self.planner.reset(indices)
+
+    def __repr__(self) -> str:
+        return (
+            f"RealTimeController(period={self.control_period * 1e3:.2f} ms, "
+            f"budget={self.budget * 1e3:.2f} ms, {self.planner!r})"
+        )

@@ -1,0 +1,256 @@
+"""Training off the control loop, and storing the action that really ran.
+
+On a robot every env step costs wall-clock time, so gradient steps must not stall the control period.
+Two ways with SB3 off-policy algorithms:
+
+- ``train_freq=(1, "episode")``: SB3 collects a whole episode, then trains (between episodes, while the
+  robot resets); nothing to add.
+- :class:`ThreadedTrainCallback`: gradient steps run in a background thread on a *learner* copy of the
+  model that shares the replay buffer; the acting model gets the learner's parameters at the end of each
+  rollout (or every step). The control loop only pays for a flag check and, on sync, a parameter copy.
+
+RL Zoo's ``rl_zoo3.callbacks.ParallelTrainCallback`` does the same job, but (checked against rl-zoo3 /
+SB3 2.9.2) it only supports SAC/TQC (a subclass such as DeMoSAC is re-created as plain SAC, so whatever
+its own ``train`` adds is lost), deep-copies the whole replay buffer at every rollout end, logs from the
+training thread into the shared logger, and fails at the end of a run that never reached
+``learning_starts`` (``self.process`` is never set). :class:`ThreadedTrainCallback` avoids these.
+
+:class:`ExecutedActionCallback` makes the replay buffer store ``info["executed_action"]`` (what the
+safety layer or an MPC wrapper really sent) instead of the policy's proposal.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
+SYNC_MODES = ("rollout", "step")
+
+
+def _locked(method: Callable[..., Any], lock: threading.Lock) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return method(*args, **kwargs)
+
+    wrapper.__wrapped__ = method  # type: ignore[attr-defined]
+    return wrapper
+
+
+class ThreadedTrainCallback(BaseCallback):
+    """Run an off-policy algorithm's gradient steps in a background thread.
+
+    The algorithm's ``train`` is replaced, for the duration of ``learn``, by a request to the worker
+    thread (the number of gradient steps SB3 asked for accumulates); the worker trains a learner copy
+    of the model (same class, sharing the replay buffer, with ``add``/``sample`` made thread-safe) and
+    publishes its parameters, which the acting model loads on the main thread. At the end of ``learn``
+    the callback waits for the requested steps to finish and loads the final parameters.
+
+    :param sync: when the acting model loads new parameters: ``"rollout"`` (end of each rollout, e.g.
+        each episode with ``train_freq=(1, "episode")``) or ``"step"`` (the first step after they are ready)
+    :param chunk_size: gradient steps per worker call (parameters are published after each chunk)
+    :param max_lag: if set, the control loop waits when more than this many requested gradient steps are
+        still pending (keeps data collection from running arbitrarily far ahead of learning)
+    """
+
+    def __init__(
+        self, sync: str = "rollout", chunk_size: int = 64, max_lag: int | None = None, verbose: int = 0
+    ):
+        super().__init__(verbose)
+        if sync not in SYNC_MODES:
+            raise ValueError(f"sync must be one of {list(SYNC_MODES)}, got {sync!r}")
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+        if max_lag is not None and (not isinstance(max_lag, int) or max_lag < 1):
+            raise ValueError(f"max_lag must be an integer >= 1 or None, got {max_lag!r}")
+        self.sync = sync
+        self.chunk_size = chunk_size
+        self.max_lag = max_lag
+        self.learner: OffPolicyAlgorithm | None = None
+        self.gradient_steps_requested = 0
+        self.gradient_steps_done = 0
+        self.syncs = 0
+        self._cv = threading.Condition()
+        self._pending = 0
+        self._batch_size = 0
+        self._stop = False
+        self._busy = False
+        self._published: dict[str, Any] | None = None
+        self._published_updates = 0
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._original_train: Callable[..., Any] | None = None
+        self._instance_train: Callable[..., Any] | None = None
+        self._buffer_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ setup
+
+    def _init_callback(self) -> None:
+        model = self.model
+        if not isinstance(model, OffPolicyAlgorithm):
+            raise TypeError(
+                f"ThreadedTrainCallback needs an off-policy algorithm, got {type(model).__name__}"
+            )
+        buffer = model.replay_buffer
+        if buffer is None:
+            raise ValueError("the model has no replay buffer yet; call learn() (setup_model) first")
+        if not hasattr(buffer.add, "__wrapped__"):
+            buffer.add = _locked(buffer.add, self._buffer_lock)  # type: ignore[method-assign]
+            buffer.sample = _locked(buffer.sample, self._buffer_lock)  # type: ignore[method-assign]
+        # the learner: a deep copy sharing the replay buffer, without the env (which may hold a robot)
+        memo: dict[int, Any] = {id(buffer): buffer}
+        for name in ("env", "_vec_normalize_env", "_logger", "_custom_logger"):
+            value = model.__dict__.get(name)
+            if value is not None and not isinstance(value, bool):
+                memo[id(value)] = None
+        learner = copy.deepcopy(model, memo)
+        learner.set_logger(Logger(folder=None, output_formats=[]))
+        self.learner = learner
+        self._original_train = model.train
+        self._instance_train = model.__dict__.get("train")  # someone else's patch, restored at the end
+        model.__dict__["train"] = self._request_train
+        self._stop = False
+        self._thread = threading.Thread(target=self._work, name="sb3_demo-train", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ main thread
+
+    def _request_train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        assert self.learner is not None
+        self._raise_worker_error()
+        with self._cv:
+            self._pending += int(gradient_steps)
+            self._batch_size = int(batch_size)
+            self.gradient_steps_requested += int(gradient_steps)
+            self.learner.num_timesteps = self.model.num_timesteps
+            self.learner._current_progress_remaining = self.model._current_progress_remaining
+            self._cv.notify_all()
+            if self.max_lag is not None:
+                while self._pending > self.max_lag and self._error is None:
+                    self._cv.wait(timeout=1.0)
+
+    def _raise_worker_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError("the training thread failed") from error
+
+    def sync_parameters(self) -> bool:
+        """Load the learner's latest published parameters into the acting model (main thread).
+
+        :return: whether new parameters were loaded
+        """
+        self._raise_worker_error()
+        with self._cv:
+            params, self._published = self._published, None
+            updates = self._published_updates
+        if params is None or self.learner is None:
+            return False
+        self.model.set_parameters(params, exact_match=False, device=self.model.device)
+        self.model._n_updates = updates
+        for key, value in self.learner.logger.name_to_value.copy().items():
+            self.logger.record(key, value)
+        self.syncs += 1
+        return True
+
+    def _on_step(self) -> bool:
+        if self.sync == "step" and self._published is not None:
+            self.sync_parameters()
+        else:
+            self._raise_worker_error()
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.sync_parameters()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every requested gradient step is done.
+
+        :return: False if ``timeout`` passed first
+        """
+        with self._cv:
+            done = self._cv.wait_for(
+                lambda: (self._pending == 0 and not self._busy) or self._error is not None, timeout
+            )
+        self._raise_worker_error()
+        return done
+
+    def _on_training_end(self) -> None:
+        try:
+            self.wait()
+            self.sync_parameters()
+        finally:
+            with self._cv:
+                self._stop = True
+                self._cv.notify_all()
+            if self._thread is not None:
+                self._thread.join(timeout=10.0)
+            if self._original_train is not None:
+                if self._instance_train is None:
+                    self.model.__dict__.pop("train", None)  # back to the class's method
+                else:
+                    self.model.__dict__["train"] = self._instance_train
+                self._original_train = None
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _work(self) -> None:
+        assert self.learner is not None
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._pending > 0 or self._stop)
+                if self._stop and self._pending == 0:
+                    return
+                steps = min(self._pending, self.chunk_size)
+                batch_size = self._batch_size
+                self._busy = True
+            try:
+                self.learner.train(gradient_steps=steps, batch_size=batch_size)
+                params = copy.deepcopy(self.learner.get_parameters())
+            except BaseException as exc:
+                with self._cv:
+                    self._error = exc
+                    self._busy = False
+                    self._pending = 0
+                    self._cv.notify_all()
+                return
+            with self._cv:
+                self._pending -= steps
+                self.gradient_steps_done += steps
+                self._published = params
+                self._published_updates = self.learner._n_updates
+                self._busy = False
+                self._cv.notify_all()
+
+
+class ExecutedActionCallback(BaseCallback):
+    """Store the action that really ran: overwrite SB3's ``buffer_actions`` with ``info["executed_action"]``
+    (scaled to the policy's ``[-1, 1]``) before the transition reaches the replay buffer.
+
+    SB3's off-policy ``collect_rollouts`` calls the callback after ``env.step`` and before
+    ``_store_transition``, with ``buffer_actions`` among its locals; the array is modified in place.
+    """
+
+    def __init__(self, key: str = "executed_action", verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.key = key
+        self.replaced = 0
+
+    def _on_step(self) -> bool:
+        buffer_actions = self.locals.get("buffer_actions")
+        infos = self.locals.get("infos")
+        if not isinstance(buffer_actions, np.ndarray) or infos is None:
+            return True
+        for i, info in enumerate(infos):
+            executed = info.get(self.key)
+            if executed is None:
+                continue
+            scaled = self.model.policy.scale_action(np.asarray(executed, dtype=np.float64).reshape(1, -1))
+            buffer_actions[i] = scaled.reshape(buffer_actions[i].shape)
+            self.replaced += 1
+        return True

@@ -1,0 +1,129 @@
+"""Training off the control loop on the fast twin: train_freq=(1, "episode"), the threaded trainer, and
+storing the executed action."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import SAC
+
+from sb3_demo.envs import Leg2REnv
+from sb3_demo.realtime import ExecutedActionCallback, SafetyWrapper, ThreadedTrainCallback
+
+EPISODE_STEPS = 25  # 0.2 s episodes at 125 Hz
+
+
+@pytest.fixture(scope="module")
+def short_leg():
+    env = Leg2REnv(realtime=False, episode_seconds=0.2)
+    yield env
+    env.close()
+
+
+def small_sac(env, **kwargs) -> SAC:
+    kw = dict(
+        learning_starts=EPISODE_STEPS,
+        batch_size=32,
+        buffer_size=1000,
+        policy_kwargs=dict(net_arch=[32, 32]),
+        seed=0,
+        device="cpu",
+    )
+    kw.update(kwargs)
+    return SAC("MlpPolicy", env, **kw)
+
+
+def test_train_freq_episode_trains_only_between_episodes(short_leg):
+    model = small_sac(short_leg, train_freq=(1, "episode"), gradient_steps=-1)
+    calls: list[tuple[int, int]] = []
+    original = model.train
+
+    def recording_train(gradient_steps: int, batch_size: int = 64) -> None:
+        calls.append((model.num_timesteps, gradient_steps))
+        original(gradient_steps=gradient_steps, batch_size=batch_size)
+
+    model.train = recording_train  # type: ignore[method-assign]
+    model.learn(total_timesteps=4 * EPISODE_STEPS)
+    # every call happens at an episode boundary, with one gradient step per env step of the episode
+    assert [t for t, _ in calls] == [2 * EPISODE_STEPS, 3 * EPISODE_STEPS, 4 * EPISODE_STEPS]
+    assert all(steps == EPISODE_STEPS for _, steps in calls)
+    assert model._n_updates == 3 * EPISODE_STEPS
+
+
+def test_threaded_training_does_the_requested_steps_and_syncs(short_leg):
+    model = small_sac(short_leg, train_freq=(1, "episode"), gradient_steps=-1)
+    before = [p.detach().clone() for p in model.policy.actor.parameters()]
+    callback = ThreadedTrainCallback(chunk_size=10)
+    model.learn(total_timesteps=4 * EPISODE_STEPS, callback=callback)
+    assert callback.gradient_steps_requested == 3 * EPISODE_STEPS
+    assert callback.gradient_steps_done == callback.gradient_steps_requested
+    assert callback.syncs >= 1 and model._n_updates == 3 * EPISODE_STEPS
+    # the acting model ends with the learner's parameters, which moved
+    assert callback.learner is not None
+    for acting, learned in zip(model.policy.actor.parameters(), callback.learner.policy.actor.parameters()):
+        assert th.equal(acting, learned)
+    assert any(not th.equal(p, old) for p, old in zip(model.policy.actor.parameters(), before))
+    # the learner shared the replay buffer instead of copying it, and train() is SAC's again
+    assert callback.learner.replay_buffer is model.replay_buffer
+    assert "train" not in model.__dict__
+    assert callback.learner.env is None
+
+
+def test_threaded_training_with_per_step_requests(short_leg):
+    model = small_sac(short_leg, train_freq=1, gradient_steps=1)
+    callback = ThreadedTrainCallback(sync="step", chunk_size=4, max_lag=8)
+    model.learn(total_timesteps=3 * EPISODE_STEPS, callback=callback)
+    requested = 3 * EPISODE_STEPS - EPISODE_STEPS  # one per step after learning_starts
+    assert callback.gradient_steps_requested == requested
+    assert callback.gradient_steps_done == requested
+    assert callback.syncs >= 2
+
+
+def test_worker_errors_reach_the_control_loop(short_leg):
+    model = small_sac(short_leg, train_freq=(1, "episode"), gradient_steps=-1)
+    callback = ThreadedTrainCallback()
+
+    class Boom(RuntimeError):
+        pass
+
+    def broken_train(gradient_steps: int, batch_size: int = 64) -> None:
+        raise Boom("no gradients today")
+
+    def learn() -> None:
+        callback.init_callback(model)
+        assert callback.learner is not None
+        callback.learner.train = broken_train  # type: ignore[method-assign]
+        model.train(gradient_steps=5, batch_size=32)
+        callback.wait(timeout=10.0)
+
+    model._setup_learn(total_timesteps=10, callback=None)
+    with pytest.raises(RuntimeError, match="training thread failed"):
+        learn()
+    callback.on_training_end()
+    assert "train" not in model.__dict__
+
+
+def test_bad_settings_raise():
+    with pytest.raises(ValueError, match="sync"):
+        ThreadedTrainCallback(sync="sometimes")
+    with pytest.raises(ValueError, match="chunk_size"):
+        ThreadedTrainCallback(chunk_size=0)
+    with pytest.raises(ValueError, match="max_lag"):
+        ThreadedTrainCallback(max_lag=0)
+
+
+def test_replay_buffer_stores_the_executed_action():
+    env = SafetyWrapper(
+        Leg2REnv(realtime=False, episode_seconds=0.2), max_delta=0.05, initial_action=[0.0, 0.0]
+    )
+    try:
+        model = small_sac(env, learning_starts=1000)  # random actions: large jumps the rate limit cuts
+        callback = ExecutedActionCallback()
+        model.learn(total_timesteps=EPISODE_STEPS, callback=callback)
+        stored = model.replay_buffer.actions[:EPISODE_STEPS, 0]
+        assert callback.replaced == EPISODE_STEPS
+        assert np.all(np.abs(np.diff(stored, axis=0)) <= 0.05 + 1e-5)  # what really ran: rate-limited
+        assert np.abs(stored[0]).max() <= 0.05 + 1e-5
+    finally:
+        env.close()
