@@ -226,9 +226,7 @@ class DMDMPCPlanner:
             raise ValueError(f"normalize_returns must be True or False, got {normalize_returns!r}")
         self.time_budget = self._check_budget(time_budget)
         if terminal_value is not None and not callable(terminal_value):
-            raise ValueError(
-                f"terminal_value must be a callable V(obs) -> (N,) or None, got {terminal_value!r}"
-            )
+            raise ValueError(f"terminal_value must be a callable V(obs) -> (N,) or None, got {terminal_value!r}")
         if prior is not None and not callable(prior):
             raise ValueError(f"prior must be a callable pi(obs) -> (N, A) actions or None, got {prior!r}")
         if shift == "prior" and prior is None:
@@ -239,9 +237,7 @@ class DMDMPCPlanner:
         self.dynamics = as_dynamics(dynamics)
         model_action_dim = getattr(self.dynamics, "action_dim", None)
         if isinstance(model_action_dim, int) and model_action_dim != self.action_dim:
-            raise ValueError(
-                f"action_dim={action_dim} does not match the dynamics' action_dim={model_action_dim}"
-            )
+            raise ValueError(f"action_dim={action_dim} does not match the dynamics' action_dim={model_action_dim}")
         state_dim = getattr(self.dynamics, "state_dim", None)
         self._state_dim: int | None = state_dim if isinstance(state_dim, int) else None
         self._can_terminate = getattr(self.dynamics, "can_terminate", True) is not False
@@ -279,9 +275,7 @@ class DMDMPCPlanner:
         try:
             bound = th.as_tensor(default if value is None else value, dtype=self.dtype, device=self.device)
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(
-                f"{name} must be a number or a sequence of {self.action_dim} numbers: {exc}"
-            ) from None
+            raise ValueError(f"{name} must be a number or a sequence of {self.action_dim} numbers: {exc}") from None
         if bound.dim() > 1 or (bound.dim() == 1 and bound.shape[0] not in (1, self.action_dim)):
             raise ValueError(
                 f"{name} must be a scalar or have shape ({self.action_dim},) (one bound per action "
@@ -339,6 +333,8 @@ class DMDMPCPlanner:
             return
         idx = th.as_tensor(indices, device=self.device)
         b = self.mean.shape[0]
+        if idx.numel() == 0:
+            return
         if idx.dtype == th.bool:
             if idx.shape != (b,):
                 raise ValueError(
@@ -346,12 +342,8 @@ class DMDMPCPlanner:
                 )
             idx = idx.nonzero().reshape(-1)
         elif idx.is_floating_point() or idx.is_complex():
-            raise ValueError(
-                f"reset indices must be integers in [0, {b - 1}] or a bool mask, got {idx.tolist()}"
-            )
+            raise ValueError(f"reset indices must be integers in [0, {b - 1}] or a bool mask, got {idx.tolist()}")
         idx = idx.to(th.long).reshape(-1)
-        if idx.numel() == 0:
-            return
         if bool((idx < 0).any()) or bool((idx >= b).any()):
             raise ValueError(f"reset indices must be in [0, {b - 1}], got {idx.tolist()}")
         self.mean[idx] = 0.0
@@ -459,11 +451,7 @@ class DMDMPCPlanner:
         :return: (B, M) returns averaged over ``num_particles``; NaN/inf where the model produced them
         """
         states = self._check_states(states)
-        if (
-            sequences.dim() != 4
-            or sequences.shape[0] != states.shape[0]
-            or sequences.shape[3] != self.action_dim
-        ):
+        if sequences.dim() != 4 or sequences.shape[0] != states.shape[0] or sequences.shape[3] != self.action_dim:
             raise ValueError(
                 f"sequences must have shape (B={states.shape[0]}, M, H, A={self.action_dim}), "
                 f"got {tuple(sequences.shape)}"
@@ -533,13 +521,10 @@ class DMDMPCPlanner:
                 f"states must have shape (B, state_dim) (one row per environment), got {tuple(states.shape)}"
             )
         if states.shape[0] < 1:
-            raise ValueError(
-                f"states must hold at least one environment (B >= 1), got shape {tuple(states.shape)}"
-            )
+            raise ValueError(f"states must hold at least one environment (B >= 1), got shape {tuple(states.shape)}")
         if self._state_dim is not None and states.shape[1] != self._state_dim:
             raise ValueError(
-                f"states must have shape (B, {self._state_dim}) for this dynamics model, "
-                f"got {tuple(states.shape)}"
+                f"states must have shape (B, {self._state_dim}) for this dynamics model, got {tuple(states.shape)}"
             )
         return states.to(device=self.device, dtype=self.dtype)
 
@@ -563,11 +548,7 @@ class DMDMPCPlanner:
         states = self._check_states(states)
         budget = self.time_budget if time_budget is None else self._check_budget(time_budget)
         if deadline is not None:
-            if (
-                isinstance(deadline, bool)
-                or not isinstance(deadline, numbers.Real)
-                or not math.isfinite(deadline)
-            ):
+            if isinstance(deadline, bool) or not isinstance(deadline, numbers.Real) or not math.isfinite(deadline):
                 raise ValueError(f"deadline must be a finite time.perf_counter() value, got {deadline!r}")
         elif budget is not None:
             deadline = start + budget
@@ -582,15 +563,11 @@ class DMDMPCPlanner:
         with th.no_grad():
             prior_seq = self._prior_sequences(states, k) if k > 0 else None
             if self.shift == "prior":
-                self.mean.copy_(
-                    prior_seq[:, 0] if prior_seq is not None else self._prior_sequences(states, 1)[:, 0]
-                )
+                self.mean.copy_(prior_seq[:, 0] if prior_seq is not None else self._prior_sequences(states, 1)[:, 0])
 
             mean, std = self.mean, self.std
             # the std after the last iteration is only used by std_mode="shift" and stochastic_mode="noise"
-            keep_last_std = self.std_mode == "shift" or (
-                not deterministic and self.stochastic_mode == "noise"
-            )
+            keep_last_std = self.std_mode == "shift" or (not deterministic and self.stochastic_mode == "noise")
             samples: th.Tensor | None = None
             returns: th.Tensor | None = None
             weights: th.Tensor | None = None
@@ -605,9 +582,7 @@ class DMDMPCPlanner:
                 ):
                     deadline_hit = True
                     break
-                noise = th.randn(
-                    (b, n, hz, ad), generator=self.generator, dtype=self.dtype, device=self.device
-                )
+                noise = th.randn((b, n, hz, ad), generator=self.generator, dtype=self.dtype, device=self.device)
                 # (B, M, H, A): Gaussian samples first, then the prior's sequences (fixed within a step)
                 cand = th.addcmul(mean[:, None], std[:, None], noise).clamp_(-1.0, 1.0)
                 if prior_seq is not None:
@@ -623,9 +598,7 @@ class DMDMPCPlanner:
                 samples, returns, weights, valid_rows = cand, it_returns, w, it_valid
                 iterations += 1
                 dt = time.perf_counter() - it_start
-                self._iteration_time = (
-                    dt if self._iteration_time is None else 0.8 * self._iteration_time + 0.2 * dt
-                )
+                self._iteration_time = dt if self._iteration_time is None else 0.8 * self._iteration_time + 0.2 * dt
 
             # diagnostics of the last iteration
             if samples is None or returns is None or weights is None:
@@ -664,8 +637,10 @@ class DMDMPCPlanner:
 
             self.mean, self.std = self._shifted(mean), self._shifted_std(std)
 
+        # clamp again in environment units: offset - scale can round past the bound
+        action = self.unscale_action(first).clamp_(self.action_low, self.action_high)
         return PlanResult(
-            action=self.unscale_action(first),
+            action=action,
             normalized_action=first,
             mean=mean,
             expected_return=expected_return,
