@@ -260,6 +260,16 @@ class DMDMPCPlanner:
             )
         self._action_scale = (self.action_high - self.action_low) / 2.0
         self._action_offset = (self.action_high + self.action_low) / 2.0
+        # fast paths: bounds already [-1, 1] (no rescaling), and the same bounds in every dimension
+        self._identity_scale = bool((self.action_low == -1.0).all() and (self.action_high == 1.0).all())
+        uniform = bool(
+            (self.action_low == self.action_low[0]).all() and (self.action_high == self.action_high[0]).all()
+        )
+        self._uniform_bounds = (float(self.action_low[0]), float(self.action_high[0])) if uniform else None
+        # std of a fresh plan in environment units, (A,): broadcast wherever std_mode="reset" needs it
+        self._init_std_env = self.init_std * self._action_scale
+        # gathers the shifted plan: steps 1, ..., H-1, H-1
+        self._shift_index = th.tensor([*range(1, self.horizon), self.horizon - 1], device=self.device)
 
         self.generator = th.Generator(device=self.device)
         self.seed(seed)
@@ -388,12 +398,19 @@ class DMDMPCPlanner:
                 s, _, _ = self.dynamics(s, self.unscale_action(a))
         return seq.reshape(b, count, self.horizon, self.action_dim)
 
-    def _env_actions(self, sequences: th.Tensor) -> th.Tensor:
-        """(B, M, H, A) normalised sequences -> (H, B*M, A) contiguous environment-unit actions."""
-        b, m, h_len, a = sequences.shape
-        steps_first = sequences.reshape(b * m, h_len, a).transpose(0, 1)
-        out = th.empty((h_len, b * m, a), dtype=self.dtype, device=self.device)
-        return th.addcmul(self._action_offset, steps_first, self._action_scale, out=out)
+    def _to_env(self, normalized: th.Tensor) -> th.Tensor:
+        """``[-1, 1]`` -> environment units (no copy when the bounds are already [-1, 1])."""
+        return normalized if self._identity_scale else th.addcmul(self._action_offset, normalized, self._action_scale)
+
+    def _from_env(self, action: th.Tensor) -> th.Tensor:
+        """Environment units -> ``[-1, 1]`` (no copy when the bounds are already [-1, 1])."""
+        return action if self._identity_scale else (action - self._action_offset).div_(self._action_scale)
+
+    def _clamp_env_(self, actions: th.Tensor) -> th.Tensor:
+        """Clamp environment-unit actions to the bounds, in place."""
+        if self._uniform_bounds is not None:
+            return actions.clamp_(*self._uniform_bounds)
+        return actions.clamp_(min=self.action_low, max=self.action_high)
 
     def _rollout_returns(
         self, states: th.Tensor, actions: th.Tensor, num_sequences: int, deadline: float | None
@@ -401,7 +418,8 @@ class DMDMPCPlanner:
         """Discounted returns of action sequences.
 
         :param states: (B, S)
-        :param actions: (H, B*M, A) environment units, ordered (b, m) along the second axis
+        :param actions: (B*M, H, A) environment units, rows ordered (b, m); step ``h`` goes to the model as
+            the (possibly strided) view ``actions[:, h]``
         :param num_sequences: M
         :param deadline: absolute ``time.perf_counter()`` after which the rollout is abandoned
         :return: (B, M) returns averaged over the particles (NaN/inf where the model produced them)
@@ -409,20 +427,28 @@ class DMDMPCPlanner:
         b, m, p = states.shape[0], num_sequences, self.num_particles
         n = b * m * p
         if p > 1:
-            actions = actions.repeat_interleave(p, dim=1)  # (H, N, A), ordered (b, m, p)
-        s = states[:, None, :].expand(b, m * p, states.shape[1]).reshape(n, states.shape[1])
-        ret = th.zeros(n, dtype=self.dtype, device=self.device)
+            actions = actions.repeat_interleave(p, dim=0)  # (N, H, A), ordered (b, m, p)
+        if b == 1:
+            s = states.expand(n, states.shape[1])  # no copy; models must not write into their inputs
+        else:
+            s = states[:, None, :].expand(b, m * p, states.shape[1]).reshape(n, states.shape[1])
+        ret: th.Tensor | None = None  # accumulated out of place: the model's reward tensors are never modified
         alive: th.Tensor | None = None  # None while no rollout has terminated
         weight = 1.0
-        for h in range(actions.shape[0]):
-            s, r, done = self.dynamics(s, actions[h])
-            r = r.reshape(n)
+        for h in range(actions.shape[1]):
+            s, r, done = self.dynamics(s, actions[:, h])
+            if r.dim() != 1:
+                r = r.reshape(n)
+            if r.dtype != self.dtype:
+                r = r.to(self.dtype)
             if alive is not None:
                 r = th.where(alive, r, 0.0)
-            if weight == 1.0:
-                ret.add_(r)
+            if ret is None:  # h = 0, weight 1
+                ret = r
+            elif weight == 1.0:
+                ret = ret + r
             else:
-                ret.add_(r, alpha=weight)
+                ret = th.add(ret, r, alpha=weight)
             if self._can_terminate:
                 done = done.reshape(n)
                 if done.dtype != th.bool:
@@ -439,8 +465,10 @@ class DMDMPCPlanner:
                 v = th.as_tensor(self.terminal_value(self._observe(s))).to(self.dtype).reshape(n)
             if alive is not None:
                 v = th.where(alive, v, 0.0)
-            ret.add_(v, alpha=weight)
-        return ret.view(b, m) if p == 1 else ret.view(b, m, p).mean(dim=2)
+            ret = v * weight if ret is None else th.add(ret, v, alpha=weight)
+        if ret is None:  # unreachable: horizon >= 1
+            raise RuntimeError("empty rollout")
+        return ret.reshape(b, m) if p == 1 else ret.reshape(b, m, p).mean(dim=2)
 
     def evaluate(self, states: th.Tensor, sequences: th.Tensor, deadline: float | None = None) -> th.Tensor:
         """Returns of action sequences from given states.
@@ -456,9 +484,11 @@ class DMDMPCPlanner:
                 f"sequences must have shape (B={states.shape[0]}, M, H, A={self.action_dim}), "
                 f"got {tuple(sequences.shape)}"
             )
+        b, m, h_len, a = sequences.shape
         sequences = sequences.to(device=self.device, dtype=self.dtype)
         with th.no_grad():
-            return self._rollout_returns(states, self._env_actions(sequences), sequences.shape[1], deadline)
+            actions = self._to_env(sequences).reshape(b * m, h_len, a)
+            return self._rollout_returns(states, actions, m, deadline)
 
     # ------------------------------------------------------------------ the update
 
@@ -474,7 +504,7 @@ class DMDMPCPlanner:
                 std, mu = th.std_mean(returns, dim=1, correction=0, keepdim=True)
                 logits = (returns - mu).div_(std.add_(1e-8).mul_(self.temperature))
             else:
-                logits = returns / self.temperature
+                logits = returns if self.temperature == 1.0 else returns / self.temperature
             if _all_finite(logits):
                 return th.softmax(logits, dim=1), None
             return self._weights_with_invalid(returns)
@@ -526,7 +556,9 @@ class DMDMPCPlanner:
             raise ValueError(
                 f"states must have shape (B, {self._state_dim}) for this dynamics model, got {tuple(states.shape)}"
             )
-        return states.to(device=self.device, dtype=self.dtype)
+        if states.dtype != self.dtype or states.device != self.device:
+            states = states.to(device=self.device, dtype=self.dtype)
+        return states
 
     def plan(
         self,
@@ -560,14 +592,21 @@ class DMDMPCPlanner:
         n = self.num_samples
         m = n + k
         hz, ad = self.horizon, self.action_dim
+        # the std after the last iteration is only used by std_mode="shift" and stochastic_mode="noise"
+        keep_last_std = self.std_mode == "shift" or (not deterministic and self.stochastic_mode == "noise")
         with th.no_grad():
             prior_seq = self._prior_sequences(states, k) if k > 0 else None
             if self.shift == "prior":
                 self.mean.copy_(prior_seq[:, 0] if prior_seq is not None else self._prior_sequences(states, 1)[:, 0])
+            prior_env = self._to_env(prior_seq) if prior_seq is not None else None
 
-            mean, std = self.mean, self.std
-            # the std after the last iteration is only used by std_mode="shift" and stochastic_mode="noise"
-            keep_last_std = self.std_mode == "shift" or (not deterministic and self.stochastic_mode == "noise")
+            # The iterations work in environment units: the update is affine-equivariant, so sampling,
+            # rollouts and the update all use one (B, M, H, A) tensor of candidates.
+            mean = self._to_env(self.mean)  # (B, H, A)
+            if self.std_mode == "reset":  # self.std holds init_std everywhere
+                std = self._init_std_env  # (A,), broadcasts
+            else:
+                std = self.std if self._identity_scale else self.std * self._action_scale
             samples: th.Tensor | None = None
             returns: th.Tensor | None = None
             weights: th.Tensor | None = None
@@ -584,11 +623,12 @@ class DMDMPCPlanner:
                     break
                 noise = th.randn((b, n, hz, ad), generator=self.generator, dtype=self.dtype, device=self.device)
                 # (B, M, H, A): Gaussian samples first, then the prior's sequences (fixed within a step)
-                cand = th.addcmul(mean[:, None], std[:, None], noise).clamp_(-1.0, 1.0)
-                if prior_seq is not None:
-                    cand = th.cat([cand, prior_seq], dim=1)
+                std_b = std[:, None] if std.dim() == 3 else std  # (B, 1, H, A) or the (A,) fresh std
+                cand = self._clamp_env_(th.addcmul(mean[:, None], std_b, noise))
+                if prior_env is not None:
+                    cand = th.cat([cand, prior_env], dim=1)
                 try:
-                    it_returns = self._rollout_returns(states, self._env_actions(cand), m, deadline)
+                    it_returns = self._rollout_returns(states, cand.view(b * m, hz, ad), m, deadline)
                 except PlanningDeadlineExceeded:
                     deadline_hit = True
                     break
@@ -600,6 +640,14 @@ class DMDMPCPlanner:
                 dt = time.perf_counter() - it_start
                 self._iteration_time = dt if self._iteration_time is None else 0.8 * self._iteration_time + 0.2 * dt
 
+            # back to [-1, 1]
+            if iterations > 0:
+                mean = self._from_env(mean)
+                if keep_last_std and not self._identity_scale:
+                    std = std / self._action_scale
+            else:
+                mean, std = self.mean, self.std
+
             # diagnostics of the last iteration
             if samples is None or returns is None or weights is None:
                 expected_return = th.full((b,), math.nan, dtype=self.dtype, device=self.device)
@@ -608,8 +656,9 @@ class DMDMPCPlanner:
                 fallback = th.ones(b, dtype=th.bool, device=self.device)
                 any_fallback = True
             elif valid_rows is None:
-                expected_return = (weights * returns).sum(dim=1)
-                ess = weights.square().sum(dim=1).reciprocal_()
+                w_row = weights.reshape(b, 1, m)
+                expected_return = th.bmm(w_row, returns.reshape(b, m, 1)).view(b)
+                ess = th.bmm(w_row, weights.reshape(b, m, 1)).view(b).reciprocal_()
                 all_invalid = th.zeros(b, dtype=th.bool, device=self.device)
                 fallback = th.zeros(b, dtype=th.bool, device=self.device)
                 any_fallback = False
@@ -626,19 +675,22 @@ class DMDMPCPlanner:
             elif self.stochastic_mode == "sample":
                 draw = weights if valid_rows is None else th.where(valid_rows[:, None], weights, 1.0)
                 idx = th.multinomial(draw, 1, generator=self.generator).squeeze(1)
-                first = samples[th.arange(b, device=self.device), idx, 0]
+                first = self._from_env(samples[th.arange(b, device=self.device), idx, 0])
             else:
                 eps = th.randn((b, ad), generator=self.generator, dtype=self.dtype, device=self.device)
                 first = th.addcmul(mean[:, 0], std[:, 0], eps)
             if any_fallback:
                 fb = self._prior_actions(states) if self.prior is not None else mean[:, 0]
-                first = th.where(fallback[:, None], fb, first)
-            first = th.nan_to_num(first, nan=0.0).clamp_(-1.0, 1.0)
+                first = th.nan_to_num(th.where(fallback[:, None], fb, first), nan=0.0)
+            first = first.clamp(-1.0, 1.0)  # a new tensor, never a view of the plan
+            # clamp again in environment units: offset - scale can round past the bound
+            if self._identity_scale:
+                action = first.clone()
+            else:
+                action = self._clamp_env_(self._to_env(first))
 
             self.mean, self.std = self._shifted(mean), self._shifted_std(std)
 
-        # clamp again in environment units: offset - scale can round past the bound
-        action = self.unscale_action(first).clamp_(self.action_low, self.action_high)
         return PlanResult(
             action=action,
             normalized_action=first,
@@ -661,7 +713,7 @@ class DMDMPCPlanner:
         valid_rows: th.Tensor | None,
         with_std: bool = True,
     ) -> tuple[th.Tensor, th.Tensor]:
-        """One mirror-descent step.
+        """One mirror-descent step (in whatever units ``cand``, ``mean`` and ``std`` share).
 
         :param cand: (B, M, H, A) sequences
         :param weights: (B, M) normalised utilities
@@ -688,27 +740,29 @@ class DMDMPCPlanner:
         return new_mean, new_std
 
     def _mixed_std(self, std: th.Tensor, new_var: th.Tensor) -> th.Tensor:
-        """``sqrt((1 - gamma_std) std^2 + gamma_std new_var)``, floored at ``min_std``."""
+        """``sqrt((1 - gamma_std) std^2 + gamma_std new_var)``, floored at ``min_std`` (in normalised units)."""
         if self.gamma_std != 1.0:
             new_var = th.lerp(std.square(), new_var, self.gamma_std)
         new_std = new_var.sqrt_()
         if self.min_std > 0.0:
-            new_std = new_std.clamp_(min=self.min_std)
+            floor = self.min_std if self._identity_scale else self.min_std * self._action_scale
+            new_std = new_std.clamp_(min=floor)
         return new_std
 
     def _shifted(self, mean: th.Tensor) -> th.Tensor:
         """Move the plan one step forward: (B, H, A) -> (B, H, A)."""
-        last = th.zeros_like(mean[:, -1:]) if self.shift == "zero" else mean[:, -1:]
-        # repeat_last; "prior" overwrites the mean at the next plan() call
-        return th.cat([mean[:, 1:], last], dim=1)
+        shifted = mean.index_select(1, self._shift_index)  # repeat_last
+        if self.shift == "zero":
+            shifted[:, -1] = 0.0
+        # "prior" overwrites the mean at the next plan() call
+        return shifted
 
     def _shifted_std(self, std: th.Tensor) -> th.Tensor:
         """(B, H, A) -> (B, H, A) std of the next control step."""
         if self.std_mode == "reset":
             # in this mode self.std always holds init_std (only reset() writes to it, with init_std)
-            if self.std is not None and self.std.shape == std.shape:
-                return self.std
-            return th.full_like(std, self.init_std)
+            assert self.std is not None
+            return self.std
         grown = (std[:, 1:] * self.std_growth).clamp_(max=self.init_std)
         return th.cat([grown, th.full_like(std[:, -1:], self.init_std)], dim=1)
 
