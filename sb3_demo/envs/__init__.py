@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "tracking_reward": "sb3_demo.envs.leg2r_model",
     "Leg2RNominalDynamics": "sb3_demo.envs.leg2r_nominal",
     "ik_tracking_action": "sb3_demo.envs.leg2r_nominal",
+    "leg_reward_fn": "sb3_demo.envs.leg2r_nominal",
     "tracking_reward_from_obs": "sb3_demo.envs.leg2r_nominal",
 }
 
@@ -47,7 +48,12 @@ if TYPE_CHECKING:
         inverse_kinematics,
         tracking_reward,
     )
-    from sb3_demo.envs.leg2r_nominal import Leg2RNominalDynamics, ik_tracking_action, tracking_reward_from_obs
+    from sb3_demo.envs.leg2r_nominal import (
+        Leg2RNominalDynamics,
+        ik_tracking_action,
+        leg_reward_fn,
+        tracking_reward_from_obs,
+    )
 
 __all__ = [
     "ENV_IDS",
@@ -58,6 +64,7 @@ __all__ = [
     "foot_position",
     "ik_tracking_action",
     "inverse_kinematics",
+    "leg_reward_fn",
     "sleep_until",
     "tracking_reward",
     "tracking_reward_from_obs",

@@ -67,6 +67,13 @@ def tracking_reward_from_obs(obs: th.Tensor) -> th.Tensor:
     return th.exp(-REWARD_SCALE * err)
 
 
+def leg_reward_fn(states: th.Tensor, actions: th.Tensor, next_states: th.Tensor) -> th.Tensor:
+    """The leg's reward in the ``reward_fn(states, actions, next_states) -> (N,)`` form a learned model
+    (:class:`~sb3_demo.dynamics.EnsembleDynamics`) takes, so it need not learn the reward: the tracking
+    reward of the next observation."""
+    return tracking_reward_from_obs(next_states)
+
+
 def ik_tracking_action(obs: np.ndarray, lead: float = 0.05) -> np.ndarray:
     """A hand-written tracking controller: joint targets from inverse kinematics of the reference
     ``lead`` seconds ahead of the observed phase (to make up for the position loops' lag).

@@ -67,6 +67,8 @@ class RealTimeController:
     :param stats: where the steps are recorded (a new :class:`LatencyStats` by default)
     :param guard_model: guard the planner's model and terminal value with :class:`DeadlineGuard`
         (recommended; see the module docstring)
+    :param step_start_fn: ``() -> time.perf_counter()`` of the current step's start (e.g. the arrival of
+        the latest observation), used by :meth:`plan`; default: the time of the call
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class RealTimeController:
         deterministic: bool = True,
         stats: LatencyStats | None = None,
         guard_model: bool = True,
+        step_start_fn: Callable[[], float] | None = None,
     ) -> None:
         if not isinstance(planner, DMDMPCPlanner):
             raise TypeError(f"planner must be a DMDMPCPlanner, got {type(planner).__name__}")
@@ -93,6 +96,7 @@ class RealTimeController:
         self.control_period = float(control_period)
         self.budget = float(budget) if budget is not None else budget_fraction * self.control_period
         self.deterministic = deterministic
+        self.step_start_fn = step_start_fn
         self.stats = stats if stats is not None else LatencyStats()
         self._guards: list[DeadlineGuard] = []
         if guard_model:
@@ -180,6 +184,35 @@ class RealTimeController:
             iterations=result.iterations,
         )
         return result
+
+    def plan(
+        self,
+        states: th.Tensor,
+        deterministic: bool | None = None,
+        time_budget: float | None = None,
+        deadline: float | None = None,
+    ) -> PlanResult:
+        """Drop-in for :meth:`DMDMPCPlanner.plan`, so that code holding a planner (e.g. DeMoSAC's
+        ``self.planner``) can be given the controller instead: the step starts now (or at
+        ``step_start_fn()`` when set), ``time_budget``/``deadline`` are ignored in favour of the
+        controller's budget, and every call is recorded in :attr:`stats`.
+
+        :param states: (B, S)
+        :param deterministic: overrides the controller's ``deterministic`` for this call
+        """
+        if deterministic is not None and deterministic != self.deterministic:
+            saved, self.deterministic = self.deterministic, deterministic
+            try:
+                return self.act(states, self.step_start_fn() if self.step_start_fn else None)
+            finally:
+                self.deterministic = saved
+        return self.act(states, self.step_start_fn() if self.step_start_fn else None)
+
+    def __getattr__(self, name: str) -> Any:
+        # everything else (reset, mean, horizon, unscale_action, ...) is the planner's
+        if name == "planner":  # not set yet (e.g. during unpickling)
+            raise AttributeError(name)
+        return getattr(self.planner, name)
 
     def reset(self, indices: Any = None) -> None:
         """Forget the plans of some environments (episode boundaries)."""

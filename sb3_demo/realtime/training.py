@@ -32,6 +32,8 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 SYNC_MODES = ("rollout", "step")
+# replay-buffer methods serialised between the control loop (writers) and the training thread (sampler)
+LOCKED_BUFFER_METHODS = ("add", "sample", "add_imagined", "extend")
 
 
 def _locked(method: Callable[..., Any], lock: threading.Lock) -> Callable[..., Any]:
@@ -49,18 +51,26 @@ class ThreadedTrainCallback(BaseCallback):
     The algorithm's ``train`` is replaced, for the duration of ``learn``, by a request to the worker
     thread (the number of gradient steps SB3 asked for accumulates); the worker trains a learner copy
     of the model (same class, sharing the replay buffer, with ``add``/``sample`` made thread-safe) and
-    publishes its parameters, which the acting model loads on the main thread. At the end of ``learn``
-    the callback waits for the requested steps to finish and loads the final parameters.
+    publishes its policy, which the acting model loads on the main thread. At the end of ``learn``
+    the callback waits for the requested steps to finish and loads everything the learner trained
+    (policy, optimizers, entropy coefficient).
 
     :param sync: when the acting model loads new parameters: ``"rollout"`` (end of each rollout, e.g.
         each episode with ``train_freq=(1, "episode")``) or ``"step"`` (the first step after they are ready)
     :param chunk_size: gradient steps per worker call (parameters are published after each chunk)
     :param max_lag: if set, the control loop waits when more than this many requested gradient steps are
         still pending (keeps data collection from running arbitrarily far ahead of learning)
+    :param acting_owned: saved attributes the acting model trains itself and the learner must never
+        overwrite (DeMoSAC fits its dynamics model in the control loop)
     """
 
     def __init__(
-        self, sync: str = "rollout", chunk_size: int = 64, max_lag: int | None = None, verbose: int = 0
+        self,
+        sync: str = "rollout",
+        chunk_size: int = 64,
+        max_lag: int | None = None,
+        acting_owned: tuple[str, ...] = ("dynamics",),
+        verbose: int = 0,
     ):
         super().__init__(verbose)
         if sync not in SYNC_MODES:
@@ -72,6 +82,7 @@ class ThreadedTrainCallback(BaseCallback):
         self.sync = sync
         self.chunk_size = chunk_size
         self.max_lag = max_lag
+        self.acting_owned = tuple(acting_owned)
         self.learner: OffPolicyAlgorithm | None = None
         self.gradient_steps_requested = 0
         self.gradient_steps_done = 0
@@ -100,9 +111,10 @@ class ThreadedTrainCallback(BaseCallback):
         buffer = model.replay_buffer
         if buffer is None:
             raise ValueError("the model has no replay buffer yet; call learn() (setup_model) first")
-        if not hasattr(buffer.add, "__wrapped__"):
-            buffer.add = _locked(buffer.add, self._buffer_lock)  # type: ignore[method-assign]
-            buffer.sample = _locked(buffer.sample, self._buffer_lock)  # type: ignore[method-assign]
+        for name in LOCKED_BUFFER_METHODS:
+            method = getattr(buffer, name, None)
+            if method is not None and not hasattr(method, "__wrapped__"):
+                setattr(buffer, name, _locked(method, self._buffer_lock))
         # the learner: a deep copy sharing the replay buffer, without the env (which may hold a robot)
         memo: dict[int, Any] = {id(buffer): buffer}
         for name in ("env", "_vec_normalize_env", "_logger", "_custom_logger"):
@@ -141,7 +153,7 @@ class ThreadedTrainCallback(BaseCallback):
             raise RuntimeError("the training thread failed") from error
 
     def sync_parameters(self) -> bool:
-        """Load the learner's latest published parameters into the acting model (main thread).
+        """Load the learner's latest published policy into the acting model (main thread).
 
         :return: whether new parameters were loaded
         """
@@ -152,11 +164,35 @@ class ThreadedTrainCallback(BaseCallback):
         if params is None or self.learner is None:
             return False
         self.model.set_parameters(params, exact_match=False, device=self.model.device)
+        self._sync_learner_attributes(updates)
+        return True
+
+    def _sync_learner_attributes(self, updates: int) -> None:
         self.model._n_updates = updates
+        assert self.learner is not None
         for key, value in self.learner.logger.name_to_value.copy().items():
             self.logger.record(key, value)
         self.syncs += 1
-        return True
+
+    def _final_sync(self) -> None:
+        """At the end of ``learn``: everything the learner trained (policy, optimizers, entropy coefficient),
+        but not what the acting side owns (``acting_owned``, e.g. DeMoSAC's model fitted in the loop)."""
+        self.sync_parameters()
+        learner = self.learner
+        if learner is None:
+            return
+        state_dicts, variables = learner._get_torch_save_params()
+        names = [n for n in state_dicts if n.split(".")[0] not in self.acting_owned]
+        params: dict[str, Any] = {n: sd for n, sd in learner.get_parameters().items() if n in names}
+        self.model.set_parameters(copy.deepcopy(params), exact_match=False, device=self.model.device)
+        for name in variables:
+            if name.split(".")[0] in self.acting_owned:
+                continue
+            source, target = learner, self.model
+            for part in name.split("."):
+                source, target = getattr(source, part), getattr(target, part)
+            target.data.copy_(source.data)  # type: ignore[attr-defined]
+        self.model._n_updates = learner._n_updates
 
     def _on_step(self) -> bool:
         if self.sync == "step" and self._published is not None:
@@ -183,7 +219,7 @@ class ThreadedTrainCallback(BaseCallback):
     def _on_training_end(self) -> None:
         try:
             self.wait()
-            self.sync_parameters()
+            self._final_sync()
         finally:
             with self._cv:
                 self._stop = True
@@ -211,7 +247,7 @@ class ThreadedTrainCallback(BaseCallback):
                 self._busy = True
             try:
                 self.learner.train(gradient_steps=steps, batch_size=batch_size)
-                params = copy.deepcopy(self.learner.get_parameters())
+                params = {"policy": copy.deepcopy(self.learner.policy.state_dict())}
             except BaseException as exc:
                 with self._cv:
                     self._error = exc

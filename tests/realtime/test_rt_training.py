@@ -68,6 +68,11 @@ def test_threaded_training_does_the_requested_steps_and_syncs(short_leg):
     assert callback.learner.replay_buffer is model.replay_buffer
     assert "train" not in model.__dict__
     assert callback.learner.env is None
+    # at the end the acting model also holds what else the learner trained (entropy coefficient, critic)
+    assert th.equal(model.log_ent_coef, callback.learner.log_ent_coef)
+    assert not th.equal(model.log_ent_coef, th.zeros_like(model.log_ent_coef))
+    for acting, learned in zip(model.critic.parameters(), callback.learner.critic.parameters()):
+        assert th.equal(acting, learned)
 
 
 def test_threaded_training_with_per_step_requests(short_leg):
