@@ -31,6 +31,7 @@ from sb3_demo.dynamics import PendulumDynamics
 from sb3_demo.planner import DMDMPCPlanner
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "planner.md"
+DEFAULT_PLOT = Path(__file__).resolve().parent / "results" / "planner_latency.png"
 
 
 Step = Callable[[th.Tensor], object]
@@ -128,6 +129,32 @@ def time_size(samples: int, horizon: int, calls: int, warmup: int, seed: int) ->
     }
 
 
+def plot(cpu_times: dict[tuple[int, int], dict[str, float]], path: Path) -> None:
+    """Grouped bars: thread CPU ms per control step of each contender at each size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    sizes = list(cpu_times)
+    x = np.arange(len(sizes))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for offset, (name, label) in zip(
+        (-0.27, 0.0, 0.27), (("ours", "DMDMPCPlanner"), ("mppi", "pytorch_mppi.MPPI"), ("floor", "rollouts only"))
+    ):
+        ax.bar(x + offset, [cpu_times[size][name] for size in sizes], width=0.27, label=label)
+    ax.set_xticks(x, [f"K={k}\nH={h}" for k, h in sizes])
+    ax.set_ylabel("ms per control step (thread CPU, median)")
+    ax.set_title("Pendulum-v1 analytic model, 1 iteration, 1 thread")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
 def machine_notes() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -152,9 +179,7 @@ def machine_notes() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--horizons", type=int, nargs="+", default=[10, 30])
     parser.add_argument("--calls", type=int, default=50, help="timed calls per contender and size (median)")
@@ -162,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="markdown file ('-' for none)")
+    parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="PNG bar chart ('-' for none)")
     args = parser.parse_args(argv)
     if args.calls < 20:
         parser.error("--calls must be >= 20 (median of at least 20 calls)")
@@ -172,10 +198,12 @@ def main(argv: list[str] | None = None) -> None:
         "|--------:|--------:|--------:|----------------:|------------:|---------:|-------------:|"
     )
     rows: dict[str, list[str]] = {"wall": [], "cpu": []}
+    cpu_times: dict[tuple[int, int], dict[str, float]] = {}
     print(header, flush=True)
     for samples in args.samples:
         for horizon in args.horizons:
             timings = time_size(samples, horizon, args.calls, args.warmup, args.seed)
+            cpu_times[(samples, horizon)] = timings["cpu"]
             for clock, t in timings.items():
                 ours, mppi, floor = t["ours"], t["mppi"], t["floor"]
                 rows[clock].append(
@@ -185,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
             print(rows["wall"][-1], "wall", flush=True)
             print(rows["cpu"][-1], "thread CPU", flush=True)
 
+    if str(args.plot) != "-":
+        plot(cpu_times, args.plot)
     command = " ".join(["python benchmarks/planner_latency.py", *(sys.argv[1:] if argv is None else argv)])
     if str(args.output) == "-":
         return
