@@ -197,6 +197,12 @@ class Leg2REnv(HardwareEnv):
             )
         return np.clip(a, -1.0, 1.0)
 
+    @property
+    def last_observation_time(self) -> float:
+        """``time.perf_counter()`` (wall clock) or virtual time of the latest observation: the start of the
+        current control step, from which a planner's deadline counts."""
+        return self._tick
+
     # ------------------------------------------------------------------ gymnasium API
 
     def reset(

@@ -1,0 +1,332 @@
+"""Hardware benchmark on the simulated 2R leg (``sb3_demo/Leg2R-v0``, wall clock, 125 Hz).
+
+Two parts:
+
+``latency``: the real-time contract at the default planner size on this machine. A learned ensemble
+(the default model of DeMoSAC on hardware) is fitted on leg data, an SB3 SAC policy gives the planner its
+prior and terminal value, and the planner runs inside the control loop of the wall-clock env under a
+:class:`~sb3_demo.realtime.RealTimeController` (deadline = 75 % of the 8 ms period, counted from the
+observation). Reported per planner size and model: planning latency p50/p99/max, deadline-miss rate,
+fallback rate, iterations per step, and the env's step-period jitter; plus the unconstrained latency of
+one full plan (no deadline), to show how far the default size is from the period.
+
+``train``: SAC or DeMoSAC (learned ensemble, planner under the controller) on the wall-clock env:
+env steps and wall-clock minutes until the tracking return (sum of rewards over a 4 s episode, 500 steps
+when on time; moving average over 3 episodes) first reaches ``--threshold``. Training happens between
+episodes (``train_freq=(1, "episode")``) or in a thread (``--threaded``).
+
+Usage (from the repository root)::
+
+    python benchmarks/hardware_leg.py latency --out benchmarks/results/hardware_latency.json
+    python benchmarks/hardware_leg.py train --algo sac --steps 20000 --seed 0 --out sac_0.json
+    python benchmarks/hardware_leg.py train --algo demosac --size small --steps 20000 --out demosac_0.json
+
+Add ``--sim`` to use the virtual-clock twin (``sb3_demo/Leg2RSim-v0``) instead of the wall clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.monitor import Monitor
+
+from sb3_demo.envs import Leg2REnv, Leg2RNominalDynamics, ik_tracking_action, leg_reward_fn
+from sb3_demo.realtime import LatencyStats, RealTimeController, ThreadedTrainCallback, check_model_allowed
+
+PERIOD = 0.008
+BUDGET_FRACTION = 0.75
+SIZES: dict[str, dict[str, Any]] = {
+    # the 2022 reference defaults (DeMoSAC's DEFAULT_PLANNER_KWARGS)
+    "default": dict(horizon=3, num_samples=100, num_particles=4, num_iterations=5),
+    "medium": dict(horizon=3, num_samples=32, num_particles=1, num_iterations=2),
+    "small": dict(horizon=2, num_samples=16, num_particles=1, num_iterations=1),
+}
+COMMON_PLANNER = dict(
+    prior_fraction=0.05, utility="exp", temperature=1.0, gamma_mean=1.0, gamma_std=0.9, init_std=0.5
+)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": th.get_num_threads(),
+        "load_average_1m": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "torch": th.__version__,
+    }
+
+
+def make_env(sim: bool, **kwargs: Any) -> Leg2REnv:
+    return Leg2REnv(realtime=not sim, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- latency
+
+
+def collect_transitions(env: Leg2REnv, steps: int, seed: int) -> dict[str, np.ndarray]:
+    """Leg data for the model: the IK controller with exploration noise."""
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    data: dict[str, list[np.ndarray]] = {"obs": [], "act": [], "next": [], "rew": []}
+    noise = 0.3
+    for _ in range(steps):
+        action = np.clip(ik_tracking_action(obs, 0.03) + rng.normal(0, noise, 2), -1, 1).astype(np.float32)
+        next_obs, reward, _, truncated, _ = env.step(action)
+        data["obs"].append(obs)
+        data["act"].append(action)
+        data["next"].append(next_obs)
+        data["rew"].append(np.float32(reward))
+        obs = next_obs
+        if truncated:
+            obs, _ = env.reset()
+            noise = float(rng.uniform(0.05, 0.6))
+    return {k: np.asarray(v) for k, v in data.items()}
+
+
+def fit_ensemble(data: dict[str, np.ndarray], seed: int) -> tuple[Any, dict[str, float]]:
+    from sb3_demo.dynamics.ensemble import EnsembleDynamics
+
+    model = EnsembleDynamics(10, 2, reward_fn=leg_reward_fn, seed=seed)
+    start = time.perf_counter()
+    stats = model.fit(data["obs"], data["act"], data["next"], data["rew"], max_epochs=30)
+    stats = {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
+    stats["fit_seconds"] = time.perf_counter() - start
+    return model, stats
+
+
+def run_loop(env: Leg2REnv, act: Any, steps: int, seed: int) -> dict[str, float]:
+    """``steps`` control steps of the wall-clock env; ``act(obs, step_start) -> action``."""
+    obs, _ = env.reset(seed=seed)
+    periods, late, rewards, episode_return = [], 0, [], 0.0
+    for _ in range(steps):
+        action = act(obs, env.last_observation_time)
+        obs, reward, _, truncated, info = env.step(action)
+        periods.append(info["step_period"])
+        late += int(info["late"])
+        episode_return += reward
+        if truncated:
+            rewards.append(episode_return)
+            episode_return = 0.0
+            obs, _ = env.reset()
+    p = np.asarray(periods[1:]) * 1e3
+    return {
+        "period_mean_ms": float(p.mean()),
+        "period_std_ms": float(p.std()),
+        "period_p99_ms": float(np.percentile(p, 99)),
+        "period_max_ms": float(p.max()),
+        "late_step_rate": late / steps,
+        "mean_reward": float(np.mean(rewards) / 500 if rewards else episode_return / steps),
+    }
+
+
+def latency(args: argparse.Namespace) -> dict[str, Any]:
+    th.manual_seed(args.seed)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "period_ms": PERIOD * 1e3,
+        "budget_fraction": BUDGET_FRACTION,
+    }
+    sim = make_env(True)
+    try:
+        data = collect_transitions(sim, args.data_steps, args.seed)
+    finally:
+        sim.close()
+    ensemble, fit_stats = fit_ensemble(data, args.seed)
+    results["ensemble_fit"] = fit_stats
+    env = make_env(args.sim)
+    try:
+        sac = SAC("MlpPolicy", env, seed=args.seed, device="cpu")  # the actor/critic a DeMoSAC run would use
+        models: dict[str, Any] = {"ensemble": ensemble, "nominal": Leg2RNominalDynamics(PERIOD)}
+        for dynamics in models.values():
+            check_model_allowed(env, dynamics)  # learned and nominal models never touch the plant
+        from sb3_demo.common.policy_planner import make_policy_planner
+
+        def actor_only(obs: np.ndarray, step_start: float) -> np.ndarray:
+            return sac.predict(obs, deterministic=True)[0]
+
+        results["actor_only_loop"] = run_loop(env, actor_only, args.loop_steps, args.seed)
+        runs = []
+        for model_name, dynamics in models.items():
+            for size_name in args.sizes:
+                settings = {**COMMON_PLANNER, **SIZES[size_name]}
+                planner = make_policy_planner(
+                    dynamics, sac.policy, env.action_space, settings, seed=args.seed
+                )
+                # unconstrained: how long one full plan takes
+                x = th.as_tensor(data["obs"][:1])
+                full = []
+                for i in range(args.full_plans):
+                    x = th.as_tensor(data["obs"][i * 37 % len(data["obs"])][None])
+                    start = time.perf_counter()
+                    planner.plan(x)
+                    full.append(time.perf_counter() - start)
+                planner.reset()
+                stats = LatencyStats()
+                controller = RealTimeController(planner, PERIOD, budget_fraction=BUDGET_FRACTION, stats=stats)
+
+                def planned(
+                    obs: np.ndarray, start: float, controller: RealTimeController = controller
+                ) -> Any:
+                    return controller.act(obs, start).action[0].numpy()
+
+                loop = run_loop(env, planned, args.loop_steps, args.seed)
+                runs.append(
+                    {
+                        "model": model_name,
+                        "size": size_name,
+                        "planner": SIZES[size_name],
+                        "unconstrained_plan_p50_ms": float(np.percentile(full, 50) * 1e3),
+                        "unconstrained_plan_p99_ms": float(np.percentile(full, 99) * 1e3),
+                        **{f"rt_{k}": v for k, v in stats.summary().items()},
+                        **{f"env_{k}": v for k, v in loop.items()},
+                    }
+                )
+                print(json.dumps(runs[-1]), flush=True)
+        results["runs"] = runs
+    finally:
+        env.close()
+    results["machine_after"] = machine()
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+class EpisodeLog(BaseCallback):
+    """Episode returns against env steps and wall-clock time; stops at ``max_minutes``."""
+
+    def __init__(self, threshold: float, window: int, max_minutes: float) -> None:
+        super().__init__()
+        self.threshold, self.window, self.max_minutes = threshold, window, max_minutes
+        self.episodes: list[dict[str, float]] = []
+        self.reached: dict[str, float] | None = None
+        self.start = time.perf_counter()
+        self.late = 0
+        self.watchdog_trips = 0
+
+    def _on_step(self) -> bool:
+        for info in self.locals["infos"]:
+            self.late += int(info.get("late", False))
+            self.watchdog_trips = max(self.watchdog_trips, int(info.get("watchdog_trips", 0)))
+            if "episode" in info:
+                minutes = (time.perf_counter() - self.start) / 60
+                self.episodes.append(
+                    {"steps": self.num_timesteps, "return": float(info["episode"]["r"]), "minutes": minutes}
+                )
+                recent = [e["return"] for e in self.episodes[-self.window :]]
+                print(f"{self.num_timesteps} steps {minutes:.2f} min return {recent[-1]:.1f}", flush=True)
+                if self.reached is None and len(recent) == self.window and np.mean(recent) >= self.threshold:
+                    self.reached = {"steps": self.num_timesteps, "minutes": minutes}
+                    if self.model_stop_at_threshold:
+                        return False
+        return (time.perf_counter() - self.start) / 60 < self.max_minutes
+
+    model_stop_at_threshold = True
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    th.manual_seed(args.seed)
+    leg = make_env(args.sim)
+    env = Monitor(leg)
+    sac_kwargs = dict(
+        learning_starts=1000,
+        learning_rate=1e-3,
+        batch_size=256,
+        train_freq=(1, "episode"),
+        gradient_steps=-1,
+        seed=args.seed,
+        device="cpu",
+    )
+    stats: LatencyStats | None = None
+    try:
+        if args.algo == "sac":
+            model = SAC("MlpPolicy", env, **sac_kwargs)
+        else:
+            from sb3_demo import DeMoSAC
+
+            model = DeMoSAC(
+                "MlpPolicy",
+                env,
+                planner_kwargs={**COMMON_PLANNER, **SIZES[args.size]},
+                model_kwargs=dict(reward_fn=leg_reward_fn),
+                model_train_freq=500,
+                model_fit_kwargs=dict(max_epochs=args.model_epochs),
+                **sac_kwargs,
+            )
+            check_model_allowed(leg, model.dynamics)
+            stats = LatencyStats()
+            model.planner = RealTimeController(  # type: ignore[assignment]
+                model.planner,
+                PERIOD,
+                budget_fraction=BUDGET_FRACTION,
+                stats=stats,
+                step_start_fn=lambda: leg.last_observation_time,
+            )
+        log = EpisodeLog(args.threshold, args.window, args.max_minutes)
+        log.model_stop_at_threshold = not args.full
+        callbacks: list[BaseCallback] = [log]
+        if args.threaded:
+            callbacks.append(ThreadedTrainCallback(sync="rollout"))
+        model.learn(args.steps, callback=CallbackList(callbacks))
+    finally:
+        leg.close()
+    return {
+        "machine": machine(),
+        "algo": args.algo,
+        "size": args.size if args.algo == "demosac" else None,
+        "seed": args.seed,
+        "wall_clock": not args.sim,
+        "threaded": args.threaded,
+        "threshold": args.threshold,
+        "window": args.window,
+        "reached": log.reached,
+        "episodes": log.episodes,
+        "late_steps": log.late,
+        "watchdog_trips": log.watchdog_trips,
+        "planner": stats.summary() if stats is not None else None,
+    }
+
+
+def main() -> None:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    lat = sub.add_parser("latency")
+    lat.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    lat.add_argument("--data-steps", type=int, default=3000)
+    lat.add_argument("--loop-steps", type=int, default=375)
+    lat.add_argument("--full-plans", type=int, default=20)
+    tr = sub.add_parser("train")
+    tr.add_argument("--algo", choices=["sac", "demosac"], default="sac")
+    tr.add_argument("--size", choices=list(SIZES), default="default")
+    tr.add_argument("--steps", type=int, default=20_000)
+    tr.add_argument("--threshold", type=float, default=400.0)
+    tr.add_argument("--window", type=int, default=3)
+    tr.add_argument("--max-minutes", type=float, default=60.0)
+    tr.add_argument("--model-epochs", type=int, default=20)
+    tr.add_argument("--threaded", action="store_true")
+    tr.add_argument("--full", action="store_true", help="do not stop at the threshold")
+    for p in (lat, tr):
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--sim", action="store_true", help="virtual-clock twin instead of the wall clock")
+        p.add_argument("--out", type=str, default=None)
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    result = latency(args) if args.command == "latency" else train(args)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    print(json.dumps({k: v for k, v in result.items() if k not in ("episodes", "runs")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
