@@ -137,6 +137,7 @@ class Leg2REnv(HardwareEnv):
         self._closed = False
         self._virtual_time = 0.0
         self._tick = 0.0  # time of the latest observation
+        self._returned_at = time.perf_counter()  # wall time the latest observation was returned
         self._episode_start = 0.0
         self._needs_reset = True
         self._previous_action = np.zeros(ACT_DIM)
@@ -199,9 +200,10 @@ class Leg2REnv(HardwareEnv):
 
     @property
     def last_observation_time(self) -> float:
-        """``time.perf_counter()`` (wall clock) or virtual time of the latest observation: the start of the
-        current control step, from which a planner's deadline counts."""
-        return self._tick
+        """``time.perf_counter()`` of the latest observation: the start of the current control step, from
+        which a planner's deadline counts (the tick on the wall clock; on the virtual clock, the wall time
+        at which the observation was returned)."""
+        return self._tick if self.realtime else self._returned_at
 
     # ------------------------------------------------------------------ gymnasium API
 
@@ -220,6 +222,7 @@ class Leg2REnv(HardwareEnv):
         self._tick = self._episode_start
         self._previous_action = np.zeros(ACT_DIM)
         self._needs_reset = False
+        self._returned_at = time.perf_counter()
         info = {
             "tick_time": self._tick,
             "reset_seconds": self.reset_seconds,
@@ -235,7 +238,6 @@ class Leg2REnv(HardwareEnv):
             sent_at = time.perf_counter()
         else:
             sent_at = self._tick + min(self.compute_delay, self.control_period)
-        self._send_action(a, sent_at)
         self._previous_action = a
         next_tick = self._tick + self.control_period
         lateness = max(0.0, sent_at - next_tick)
@@ -245,7 +247,9 @@ class Leg2REnv(HardwareEnv):
             sleep_until(next_tick)
         else:
             self._virtual_time = next_tick
-        reading = self._request("observe", next_tick)
+        # one round trip per step: the command carries the time it was sent, and the plant (which integrates
+        # lazily, up to each request) applies it from then on, exactly as if it had arrived at that time
+        reading = self._request("step", a, sent_at, next_tick)
         period = next_tick - self._tick
         self._tick = next_tick
         elapsed = self._tick - self._episode_start
@@ -261,6 +265,7 @@ class Leg2REnv(HardwareEnv):
             "watchdog_tripped": reading["watchdog_tripped"],
             "watchdog_trips": reading["watchdog_trips"],
         }
+        self._returned_at = time.perf_counter()
         return self._observation(reading), float(reading["reward"]), False, truncated, info
 
     def send_action(self, action: np.ndarray) -> None:

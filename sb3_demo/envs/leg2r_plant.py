@@ -8,9 +8,9 @@ timestamps this is exactly a robot that keeps moving between requests, with held
 agent does; with virtual timestamps it is the fast simulation-only twin. Nothing here imports torch,
 gymnasium or SB3, so the plant process starts quickly.
 
-The server understands four requests and nothing else (in particular, no way to read or set the physics
-state): ``("reset", time, seed)``, ``("act", action, time)`` (no reply), ``("observe", time)`` and
-``("close",)``.
+The server understands these requests and nothing else (in particular, no way to read or set the physics
+state): ``("reset", time, seed)``, ``("act", action, time)`` (no reply), ``("observe", time)``,
+``("step", action, sent_time, observe_time)`` (an act and an observe in one round trip) and ``("close",)``.
 """
 
 from __future__ import annotations
@@ -267,6 +267,9 @@ def serve(conn: Connection) -> None:
             if deferred_error is not None:
                 conn.send(("error", deferred_error))
                 deferred_error = None
+            elif kind == "step":
+                plant.act(request[1], request[2])
+                conn.send(("ok", plant.observe(request[3])))
             elif kind == "observe":
                 conn.send(("ok", plant.observe(request[1])))
             elif kind == "reset":
@@ -276,7 +279,10 @@ def serve(conn: Connection) -> None:
                 return
             else:
                 conn.send(
-                    ("error", f"unknown request {kind!r}: the plant only accepts reset, act, observe, close")
+                    (
+                        "error",
+                        f"unknown request {kind!r}: the plant only accepts reset, act, observe, step, close",
+                    )
                 )
         except Exception as exc:
             try:

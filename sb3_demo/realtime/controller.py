@@ -182,6 +182,7 @@ class RealTimeController:
             period_overrun=finished > step_start + self.control_period,
             fallbacks=int(result.fallback.sum().item()),
             iterations=result.iterations,
+            start_delay=start - step_start,
         )
         return result
 

@@ -33,6 +33,7 @@ class LatencyStats:
     def reset(self) -> None:
         """Forget everything recorded so far."""
         self._latencies: deque[float] = deque(maxlen=self.window)
+        self._start_delays: deque[float] = deque(maxlen=self.window)
         self.steps = 0
         self.deadline_misses = 0
         self.period_overruns = 0
@@ -51,6 +52,7 @@ class LatencyStats:
         period_overrun: bool = False,
         fallbacks: int = 0,
         iterations: int = 0,
+        start_delay: float | None = None,
     ) -> None:
         """Add one control step.
 
@@ -60,10 +62,14 @@ class LatencyStats:
         :param period_overrun: the action was ready after the end of the control period
         :param fallbacks: environments (of the batch) whose action did not come from a plan
         :param iterations: planner iterations completed
+        :param start_delay: seconds from the step's start to the planner being called (time the control
+            loop spent elsewhere, e.g. storing the transition), when known
         """
         if not math.isfinite(latency) or latency < 0:
             raise ValueError(f"latency must be a finite number of seconds >= 0, got {latency}")
         self._latencies.append(float(latency))
+        if start_delay is not None:
+            self._start_delays.append(max(0.0, float(start_delay)))
         self.steps += 1
         self.deadline_misses += int(bool(deadline_missed))
         self.period_overruns += int(bool(period_overrun))
@@ -90,10 +96,18 @@ class LatencyStats:
         """Flat dict: ``steps``, ``latency_p50_ms``, ``latency_p99_ms``, ``latency_max_ms``,
         ``latency_mean_ms``, ``deadline_misses``, ``deadline_miss_rate``, ``period_overruns``,
         ``period_overrun_rate``, ``max_overrun_ms``, ``fallbacks``, ``fallback_steps``,
-        ``fallback_rate`` (of steps), ``iterations_mean``, ``iterations_min``."""
+        ``fallback_rate`` (of steps), ``iterations_mean``, ``iterations_min``, and, when recorded,
+        ``start_delay_p50_ms`` / ``start_delay_p99_ms`` (observation to planner call)."""
         lat = self.latencies
         steps = max(self.steps, 1)
         empty = lat.size == 0
+        delays = np.fromiter(self._start_delays, dtype=np.float64, count=len(self._start_delays))
+        extra = {}
+        if delays.size:
+            extra = {
+                "start_delay_p50_ms": float(np.percentile(delays, 50) * 1e3),
+                "start_delay_p99_ms": float(np.percentile(delays, 99) * 1e3),
+            }
         return {
             "steps": float(self.steps),
             "latency_p50_ms": math.nan if empty else float(np.percentile(lat, 50) * 1e3),
@@ -110,6 +124,7 @@ class LatencyStats:
             "fallback_rate": self.fallback_steps / steps,
             "iterations_mean": self.iterations_total / steps,
             "iterations_min": math.nan if self.iterations_min is None else float(self.iterations_min),
+            **extra,
         }
 
     def log(self, logger: Any, prefix: str = "planner/") -> None:
