@@ -73,7 +73,9 @@ def test_save_load_same_deterministic_actions_and_continue(algo: type, tmp_path:
     assert loaded.planner is not None and loaded.planner.horizon == SMALL_PLANNER["horizon"]
     # the bare actor is the same too
     loaded.predict_with_planner = model.predict_with_planner = False
-    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    np.testing.assert_allclose(
+        model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0]
+    )
     loaded.learn(60, reset_num_timesteps=False)
     assert loaded.num_timesteps == 160
 
@@ -108,7 +110,9 @@ def test_two_envs(algo: type) -> None:
 
 
 def test_planner_respects_asymmetric_bounds() -> None:
-    env = gym.wrappers.RescaleAction(gym.make("Pendulum-v1"), min_action=np.array([0.0]), max_action=np.array([2.0]))
+    env = gym.wrappers.RescaleAction(
+        gym.make("Pendulum-v1"), min_action=np.array([0.0]), max_action=np.array([2.0])
+    )
     model = _small(DeMoSAC, ActionRecorder(env), model=PendulumDynamics_in_0_2())
     model.learn(100)
     executed = np.stack(model.env.envs[0].env.actions)
@@ -130,13 +134,13 @@ def test_learns_pendulum_with_the_analytic_model() -> None:
         "MlpPolicy",
         env,
         model="analytic",
-        planner_kwargs=dict(horizon=3, num_samples=50, num_particles=1, num_iterations=2, gamma_std=1.0),
+        planner_kwargs=dict(horizon=5, num_samples=50, num_particles=1, num_iterations=2, gamma_std=1.0),
         learning_starts=200,
         learning_rate=1e-3,
         seed=0,
     )
     before, _ = evaluate_policy(model, gym.make("Pendulum-v1"), n_eval_episodes=3)
-    model.learn(2500)
+    model.learn(1500)
     after, _ = evaluate_policy(model, gym.make("Pendulum-v1"), n_eval_episodes=5)
     assert before < -600
     assert after >= -400
