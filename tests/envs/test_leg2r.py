@@ -304,3 +304,23 @@ def test_wall_clock_robot_keeps_moving_and_plant_watchdog_trips():
         assert info["watchdog_trips"] == 1
     finally:
         env.close()
+
+
+def test_plant_watchdog_on_the_virtual_clock():
+    """Commands slower than the drivers' watchdog timeout trip it between commands: the position loops go
+    limp and the leg sags under gravity, where the same commands hold it without the watchdog."""
+    hold = np.array([0.7, 0.9])  # thigh forward, knee nearly straight: gravity pulls the hip back
+    hips = {}
+    for name, timeout in {"off": None, "tripping": 0.001}.items():
+        env = Leg2REnv(realtime=False, watchdog_timeout=timeout, compute_delay=0.0, **EXACT)
+        try:
+            env.reset(seed=0)
+            for _ in range(30):
+                obs, _, _, _, info = env.step(hold)
+            hips[name] = obs[0]
+            trips = info["watchdog_trips"]
+        finally:
+            env.close()
+        assert trips == (0 if timeout is None else 30)
+    assert hips["off"] > 0.65  # held near the 0.97 rad target
+    assert hips["tripping"] < hips["off"] - 0.2

@@ -132,3 +132,43 @@ def test_replay_buffer_stores_the_executed_action():
         assert np.abs(stored[0]).max() <= 0.05 + 1e-5
     finally:
         env.close()
+
+
+def test_demosac_under_the_contract_with_threaded_training():
+    """DeMoSAC's planner replaced by the controller (deadline from the period, fallbacks counted), gradient
+    steps in a thread; the model DeMoSAC fits in the loop is not overwritten by the learner's copy."""
+    from sb3_demo import DeMoSAC
+    from sb3_demo.envs import leg_reward_fn
+    from sb3_demo.realtime import LatencyStats, RealTimeController, check_model_allowed
+
+    env = Leg2REnv(realtime=False, episode_seconds=0.2)
+    try:
+        model = DeMoSAC(
+            "MlpPolicy",
+            env,
+            model_kwargs=dict(reward_fn=leg_reward_fn, hidden_sizes=(32, 32), num_members=3, num_elites=2),
+            planner_kwargs=dict(num_samples=16, num_particles=1, num_iterations=2),
+            model_train_freq=EPISODE_STEPS,
+            model_fit_kwargs=dict(max_epochs=3),
+            train_freq=(1, "episode"),
+            gradient_steps=-1,
+            learning_starts=EPISODE_STEPS,
+            batch_size=32,
+            buffer_size=1000,
+            policy_kwargs=dict(net_arch=[32, 32]),
+            seed=0,
+        )
+        check_model_allowed(env, model.dynamics)
+        stats = LatencyStats()
+        model.planner = RealTimeController.for_env(
+            model.planner, env, stats=stats, step_start_fn=lambda: env.last_observation_time
+        )
+        callback = ThreadedTrainCallback(chunk_size=10)
+        model.learn(total_timesteps=4 * EPISODE_STEPS, callback=callback)
+        assert model.model_fitted and stats.steps > 0
+        assert callback.gradient_steps_done == callback.gradient_steps_requested == 3 * EPISODE_STEPS
+        assert callback.learner is not None
+        acting, learner_copy = next(model.dynamics.parameters()), next(callback.learner.dynamics.parameters())
+        assert not th.equal(acting, learner_copy)  # fitted in the loop, kept at the final sync
+    finally:
+        env.close()
