@@ -206,3 +206,37 @@ def test_bad_settings_raise():
         RealTimeController(planner, control_period=0.008, budget_fraction=1.5)
     with pytest.raises(TypeError, match="DMDMPCPlanner"):
         RealTimeController(quadratic_model, control_period=0.008)  # type: ignore[arg-type]
+
+
+def test_fallback_to_the_actor_on_the_leg():
+    """On the fast twin: a planner whose model is too slow for the 8 ms period falls back to the actor's
+    action every step, counted, and the leg receives exactly that action."""
+    from stable_baselines3 import SAC
+
+    from sb3_demo.common.policy_fns import actor_prior
+    from sb3_demo.envs import Leg2REnv, Leg2RNominalDynamics
+
+    env = Leg2REnv(realtime=False, episode_seconds=0.1)
+    try:
+        sac = SAC("MlpPolicy", env, policy_kwargs=dict(net_arch=[16]), seed=0, device="cpu")
+        nominal = Leg2RNominalDynamics()
+
+        def slow_nominal(s: th.Tensor, a: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+            time.sleep(0.012)  # longer than the whole 6 ms budget
+            return nominal(s, a)
+
+        prior = actor_prior(sac.policy, deterministic=True)
+        planner = DMDMPCPlanner(slow_nominal, action_dim=2, horizon=2, num_samples=8, prior=prior, seed=0)
+        controller = RealTimeController.for_env(planner, env, step_start_fn=lambda: env.last_observation_time)
+        obs, _ = env.reset(seed=0)
+        for _ in range(5):
+            result = controller.plan(th.as_tensor(obs[None]))
+            actor_action = sac.predict(obs, deterministic=True)[0]
+            np.testing.assert_allclose(result.action[0].numpy(), actor_action, atol=1e-5)
+            obs, _, _, _, info = env.step(result.action[0].numpy())
+            np.testing.assert_allclose(info["executed_action"], actor_action, atol=1e-5)
+        s = controller.stats.summary()
+        assert s["fallbacks"] == 5 and s["fallback_rate"] == 1.0 and s["iterations_mean"] == 0
+        assert s["deadline_miss_rate"] == 1.0  # the one model evaluation in progress ran past the deadline
+    finally:
+        env.close()

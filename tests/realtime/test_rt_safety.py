@@ -123,3 +123,26 @@ def test_watchdog_needs_asynchronous_commands_and_bad_settings_raise():
         SafetyWrapper(RecordingEnv(), estop=3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="Box"):
         SafetyWrapper(gym.make("CartPole-v1"))
+
+
+def test_estop_and_rate_limit_on_the_leg():
+    """On the fast twin: a hip-angle e-stop ends the episode when the commands drive the thigh too far,
+    and the rate limit shapes what the motors receive."""
+    from sb3_demo.envs import Leg2REnv
+
+    leg = Leg2REnv(realtime=False)
+    env = SafetyWrapper(leg, max_delta=0.1, initial_action=[0.0, 0.0], estop=lambda obs, info: obs[0] > 0.9)
+    try:
+        env.reset(seed=0)
+        executed, terminated, steps, info = [], False, 0, {}
+        while not terminated and steps < 100:
+            _, _, terminated, _, info = env.step(np.array([1.0, 0.0]))
+            executed.append(info["executed_action"][0])
+            steps += 1
+        assert terminated and info["estop"] is True
+        np.testing.assert_allclose(executed[:5], [0.1, 0.2, 0.3, 0.4, 0.5], atol=1e-6)
+        assert 6 < steps < 100  # the hip target reaches 0.9 rad only after the ramp
+        with pytest.raises(RuntimeError, match="e-stop"):
+            env.step(np.zeros(2))
+    finally:
+        env.close()
