@@ -386,8 +386,11 @@ class DMDMPCPlanner:
         actions = actions.to(device=self.device, dtype=self.dtype).reshape(n, self.action_dim)
         return th.nan_to_num(actions, nan=0.0, posinf=1.0, neginf=-1.0).clamp_(-1.0, 1.0)
 
-    def _prior_sequences(self, states: th.Tensor, count: int) -> th.Tensor:
-        """Roll the prior through the model: (B, S) -> (B, count, H, A) normalised actions."""
+    def _prior_sequences(self, states: th.Tensor, count: int, deadline: float | None = None) -> th.Tensor:
+        """Roll the prior through the model: (B, S) -> (B, count, H, A) normalised actions.
+
+        :raises PlanningDeadlineExceeded: when ``deadline`` passes (checked after every model call)
+        """
         b = states.shape[0]
         s = states.repeat_interleave(count, dim=0)
         seq = th.empty(b * count, self.horizon, self.action_dim, dtype=self.dtype, device=self.device)
@@ -396,6 +399,8 @@ class DMDMPCPlanner:
             seq[:, h] = a
             if h + 1 < self.horizon:
                 s, _, _ = self.dynamics(s, self.unscale_action(a))
+                if deadline is not None and time.perf_counter() > deadline:
+                    raise PlanningDeadlineExceeded
         return seq.reshape(b, count, self.horizon, self.action_dim)
 
     def _to_env(self, normalized: th.Tensor) -> th.Tensor:
@@ -595,9 +600,15 @@ class DMDMPCPlanner:
         # the std after the last iteration is only used by std_mode="shift" and stochastic_mode="noise"
         keep_last_std = self.std_mode == "shift" or (not deterministic and self.stochastic_mode == "noise")
         with th.no_grad():
-            prior_seq = self._prior_sequences(states, k) if k > 0 else None
-            if self.shift == "prior":
-                self.mean.copy_(prior_seq[:, 0] if prior_seq is not None else self._prior_sequences(states, 1)[:, 0])
+            # no model call starts after the deadline: at most one evaluation runs past it
+            deadline_hit = False
+            try:
+                prior_seq = self._prior_sequences(states, k, deadline) if k > 0 else None
+                if self.shift == "prior":
+                    reseed = prior_seq if prior_seq is not None else self._prior_sequences(states, 1, deadline)
+                    self.mean.copy_(reseed[:, 0])
+            except PlanningDeadlineExceeded:
+                prior_seq, deadline_hit = None, True  # no time left to iterate: the prior's action
             prior_env = self._to_env(prior_seq) if prior_seq is not None else None
 
             # The iterations work in environment units: the update is affine-equivariant, so sampling,
@@ -612,8 +623,7 @@ class DMDMPCPlanner:
             weights: th.Tensor | None = None
             valid_rows: th.Tensor | None = None  # None: every row had a valid return
             iterations = 0
-            deadline_hit = False
-            for _ in range(self.num_iterations):
+            for _ in range(0 if deadline_hit else self.num_iterations):
                 it_start = time.perf_counter()
                 if deadline is not None and (
                     it_start > deadline

@@ -152,7 +152,10 @@ def test_nan_and_inf_returns_get_zero_weight(step_target) -> None:
         reward = th.where(actions[:, 0] < -0.5, th.inf, reward)
         return next_states, reward, done
 
-    for weighting in ({"utility": "exp", "normalize_returns": True, "temperature": 0.2}, {"utility": "elite"}):
+    for weighting in (
+        {"utility": "exp", "normalize_returns": True, "temperature": 0.2},
+        {"utility": "elite"},
+    ):
         planner = DMDMPCPlanner(
             model, action_dim=1, horizon=2, num_samples=200, num_iterations=3, dtype=F64, seed=0, **weighting
         )
@@ -326,7 +329,14 @@ def test_random_bounds_always_respected(low, width, target, deterministic, mode,
 
 def _pendulum_actions(seed: int, deterministic: bool) -> th.Tensor:
     planner = DMDMPCPlanner(
-        PendulumDynamics(), 1, horizon=5, num_samples=32, num_iterations=2, action_low=-2.0, action_high=2.0, seed=seed
+        PendulumDynamics(),
+        1,
+        horizon=5,
+        num_samples=32,
+        num_iterations=2,
+        action_low=-2.0,
+        action_high=2.0,
+        seed=seed,
     )
     states = th.tensor([[-1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
     model = PendulumDynamics()
@@ -431,3 +441,22 @@ def test_time_budget_with_no_iteration_fitting_falls_back_to_the_prior(slow_mode
         assert th.isnan(result.expected_return).all()
     deadline = time.perf_counter() - 1.0  # already passed
     assert planner.plan(th.zeros(2, 1), deadline=deadline).iterations == 0
+
+
+def test_deadline_also_stops_the_prior_rollouts(slow_model) -> None:
+    """No model call starts after the deadline, including the prior's rollouts before the first iteration."""
+    model = slow_model(0.3, delay=0.01)
+    planner = DMDMPCPlanner(
+        model,
+        action_dim=1,
+        horizon=6,
+        num_samples=10,
+        prior=lambda obs: th.full((obs.shape[0], 1), 0.5),
+        prior_fraction=0.2,
+        seed=0,
+    )
+    result = planner.plan(th.zeros(2, 1), time_budget=0.005)
+    assert model.calls == 1  # the first prior step ran past the deadline; nothing started after it
+    assert result.deadline_hit and result.iterations == 0 and result.fallback.all()
+    assert th.allclose(result.normalized_action, th.full((2, 1), 0.5))
+    assert result.elapsed < 0.01 + 0.2

@@ -285,7 +285,13 @@ def test_prior_that_knows_the_optimum_converges_in_one_iteration(step_target) ->
 @pytest.mark.parametrize("shift", ["repeat_last", "zero"])
 def test_shift_moves_the_plan_one_step(shift: str, step_target) -> None:
     planner = DMDMPCPlanner(
-        step_target([0.5, -0.5]), action_dim=2, horizon=4, num_samples=50, num_iterations=2, shift=shift, seed=0
+        step_target([0.5, -0.5]),
+        action_dim=2,
+        horizon=4,
+        num_samples=50,
+        num_iterations=2,
+        shift=shift,
+        seed=0,
     )
     result = planner.plan(th.zeros(2, 1))
     assert planner.mean is not None
@@ -321,7 +327,11 @@ def test_terminal_value_is_added_with_discount_to_the_horizon() -> None:
         """Counts steps in its state; observations are the state times 10."""
 
         def __call__(self, states: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-            return states + 1.0, th.ones(states.shape[0], dtype=states.dtype), th.zeros(states.shape[0], dtype=th.bool)
+            return (
+                states + 1.0,
+                th.ones(states.shape[0], dtype=states.dtype),
+                th.zeros(states.shape[0], dtype=th.bool),
+            )
 
         def observe(self, states: th.Tensor) -> th.Tensor:
             return 10.0 * states
