@@ -250,6 +250,7 @@ class Leg2REnv(HardwareEnv):
         # one round trip per step: the command carries the time it was sent, and the plant (which integrates
         # lazily, up to each request) applies it from then on, exactly as if it had arrived at that time
         reading = self._request("step", a, sent_at, next_tick)
+        delivery_delay = time.perf_counter() - next_tick if self.realtime else 0.0
         period = next_tick - self._tick
         self._tick = next_tick
         elapsed = self._tick - self._episode_start
@@ -260,6 +261,7 @@ class Leg2REnv(HardwareEnv):
             "step_period": period,
             "late": lateness > 0,
             "lateness": lateness,
+            "delivery_delay": delivery_delay,
             "episode_time": elapsed,
             "executed_action": a.astype(np.float32),
             "watchdog_tripped": reading["watchdog_tripped"],

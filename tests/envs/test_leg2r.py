@@ -274,10 +274,11 @@ def test_wall_clock_env_keeps_its_period_and_resets_take_time():
         start = time.perf_counter()
         obs, _ = env.reset(seed=0)
         assert time.perf_counter() - start >= 0.2
-        periods, late = [], 0
+        periods, delays, late = [], [], 0
         for _ in range(120):
             obs, _, _, truncated, info = env.step(ik_tracking_action(obs, 0.03))
             periods.append(info["step_period"])
+            delays.append(info["delivery_delay"])
             late += info["late"]
             if truncated:
                 break
@@ -287,6 +288,8 @@ def test_wall_clock_env_keeps_its_period_and_resets_take_time():
         assert abs(np.median(periods) - 0.008) < 2e-4
         assert np.median(np.abs(periods - 0.008)) < 5e-4
         assert late <= 0.1 * len(periods)
+        # the observation reaches the agent shortly after its tick (the plant's round trip)
+        assert 0.0 <= np.median(delays) < 0.004
     finally:
         env.close()
 
