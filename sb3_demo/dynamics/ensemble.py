@@ -207,6 +207,16 @@ class EnsembleDynamics(nn.Module):
     def device(self) -> th.device:
         return self.max_logvar.device
 
+    @property
+    def state_dim(self) -> int:
+        """The planner's state is the observation: S."""
+        return self.observation_dim
+
+    @property
+    def can_terminate(self) -> bool:
+        """Only a ``termination_fn`` can end a rollout (the planner skips termination bookkeeping otherwise)."""
+        return self.termination_fn is not None
+
     def _build_optimizer(self) -> th.optim.Optimizer:
         return th.optim.Adam(self.parameters(), lr=self.learning_rate)
 
@@ -226,6 +236,15 @@ class EnsembleDynamics(nn.Module):
         logvar = self.max_logvar - nn.functional.softplus(self.max_logvar - logvar)
         logvar = self.min_logvar + nn.functional.softplus(logvar - self.min_logvar)
         return mean, logvar
+
+    def _device_generator(self) -> th.Generator:
+        """The sampling generator, re-created (and seeded from the old one) after ``.to(device)``."""
+        if self.generator.device != self.device:
+            old = self.generator
+            seed = int(th.randint(0, 2**62, (1,), generator=old, device=old.device).item())
+            self.generator = th.Generator(device=self.device)
+            self.generator.manual_seed(seed)
+        return self.generator
 
     def _elite_members(self) -> th.Tensor | int:
         """The elites as ``_core``'s ``members``: an int (a prefix, no weight copy) when they come first."""
@@ -282,7 +301,7 @@ class EnsembleDynamics(nn.Module):
         x = x.reshape(-1, k, self.input_dim).transpose(0, 1)
         mean, logvar = self._core(x, self._elite_members())
         if not deterministic:
-            noise = th.randn(mean.shape, generator=self.generator, device=self.device, dtype=dtype)
+            noise = th.randn(mean.shape, generator=self._device_generator(), device=self.device, dtype=dtype)
             mean = mean + th.exp(0.5 * logvar) * noise
         out = mean.transpose(0, 1).reshape(-1, self.output_dim)[:n] * self.target_std + self.target_mean
         next_states = s + out[:, : self.observation_dim]
@@ -402,7 +421,8 @@ class EnsembleDynamics(nn.Module):
         x_all = (inputs - self.input_mean) / self.input_std
         y_all = (targets - self.target_mean) / self.target_std
 
-        perm = th.randperm(n, generator=self.generator, device=device)
+        generator = self._device_generator()
+        perm = th.randperm(n, generator=generator, device=device)
         n_hold = int(n * self.holdout_fraction)
         hold_idx, train_idx = perm[:n_hold], perm[n_hold:]
         n_train = train_idx.shape[0]
@@ -410,7 +430,7 @@ class EnsembleDynamics(nn.Module):
         val_idx = hold_idx if n_hold > 0 else train_idx
         x_val, y_val = x_all[val_idx], y_all[val_idx]
         e = self.num_members
-        boot = train_idx[th.randint(n_train, (e, n_train), generator=self.generator, device=device)]
+        boot = train_idx[th.randint(n_train, (e, n_train), generator=generator, device=device)]
 
         if self.optimizer is None:
             self.optimizer = self._build_optimizer()
@@ -422,7 +442,7 @@ class EnsembleDynamics(nn.Module):
         grad_steps = 0
         train_loss = math.nan
         while True:
-            order = th.argsort(th.rand(e, n_train, generator=self.generator, device=device), dim=1)
+            order = th.argsort(th.rand(e, n_train, generator=generator, device=device), dim=1)
             shuffled = th.gather(boot, 1, order)
             epoch_losses = []
             for start in range(0, n_train, batch_size):

@@ -63,6 +63,7 @@ class _Task:
     #: the reward needs that derived data (else only the observation does)
     reward_needs_derived = False
     needs_rne_post_constraint = False
+    can_terminate = True
 
     def __init__(self, dyn: MuJoCoRolloutDynamics, env: Any) -> None:
         self.dyn = dyn
@@ -141,6 +142,7 @@ class _InvertedDoublePendulum(_Task):
 
 
 class _Reacher(_Task):
+    can_terminate = False
     def __init__(self, dyn: MuJoCoRolloutDynamics, env: Any) -> None:
         super().__init__(dyn, env)
         model = dyn.model
@@ -222,11 +224,13 @@ class _Locomotion(_Task):
 
 
 class _Swimmer(_Locomotion):
+    can_terminate = False
     skipped_qpos = 2
     default_ctrl_cost = 1e-4
 
 
 class _HalfCheetah(_Locomotion):
+    can_terminate = False
     default_ctrl_cost = 0.1
 
 
@@ -445,6 +449,8 @@ class MuJoCoRolloutDynamics:
             else _Custom(self, base, observation_fn, reward_fn, termination_fn, builtin)
         )
 
+        #: False when the task never terminates (the planner then skips termination bookkeeping)
+        self.can_terminate = self.task.can_terminate or termination_fn is not None
         self._rollout = mj_rollout.Rollout(nthread=nthread)
         self._datas = [mujoco.MjData(self.model) for _ in range(max(nthread, 1))]
         self._scratch = mujoco.MjData(self.model)

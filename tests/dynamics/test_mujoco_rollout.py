@@ -28,8 +28,19 @@ def compare_with_env(env_id: str, steps: int, seed: int = 0, **env_kwargs) -> di
     env.action_space.seed(seed)
     obs, _ = env.reset(seed=seed)
     dyn = MuJoCoRolloutDynamics(env, nthread=2)
-    rows: dict[str, list] = {k: [] for k in ("obs", "obs_model", "state", "state_model", "reward",
-                                             "reward_model", "terminated", "terminated_model")}
+    rows: dict[str, list] = {
+        k: []
+        for k in (
+            "obs",
+            "obs_model",
+            "state",
+            "state_model",
+            "reward",
+            "reward_model",
+            "terminated",
+            "terminated_model",
+        )
+    }
     for _ in range(steps):
         state = dyn.state_from_env()
         rows["obs"].append(obs)
@@ -161,3 +172,65 @@ def test_unsupported_mujoco_env_needs_functions() -> None:
     assert not terminated.item()
     assert dyn.observation_dim == nq + nv
     th.testing.assert_close(dyn.observe(state)[0, :nq], dyn.qpos(state)[0])
+
+
+# ---------------------------------------------------------------------------------------- planning
+
+
+def plan_episode(env_id: str, steps: int, seed: int = 0, **planner_kwargs) -> tuple[float, int, bool]:
+    from sb3_demo import DMDMPCPlanner
+
+    env = gym.make(env_id)
+    env.reset(seed=seed)
+    dyn = MuJoCoRolloutDynamics(env, nthread=0)
+    planner = DMDMPCPlanner(
+        dyn,
+        dyn.action_dim,
+        action_low=env.action_space.low,
+        action_high=env.action_space.high,
+        dtype=th.float64,
+        seed=seed,
+        **planner_kwargs,
+    )
+    total, terminated = 0.0, False
+    for t in range(steps):
+        result = planner.plan(dyn.state_from_env()[None])
+        _, reward, terminated, _, _ = env.step(result.action[0].numpy().astype(np.float32))
+        total += float(reward)
+        if terminated:
+            return total, t + 1, True
+    return total, steps, False
+
+
+def upright_value(obs: th.Tensor) -> th.Tensor:
+    """Quadratic terminal value of InvertedPendulum's ``[x, theta, xdot, thetadot]`` (no learning)."""
+    weights = th.tensor([5.0, 20.0, 0.5, 0.5], dtype=obs.dtype)
+    return -(weights * obs**2).sum(dim=1)
+
+
+def test_planner_balances_inverted_pendulum() -> None:
+    # benchmarks/planner_mujoco.py runs the same for 1000 steps; a zero action lets the pole fall in ~30 steps
+    _, length, terminated = plan_episode(
+        "InvertedPendulum-v5",
+        100,
+        horizon=10,
+        num_samples=30,
+        num_iterations=2,
+        init_std=0.3,
+        terminal_value=upright_value,
+    )
+    assert not terminated and length == 100
+    env = gym.make("InvertedPendulum-v5")
+    env.reset(seed=0)
+    for passive_length in range(1, 101):
+        if env.step(np.zeros(1, dtype=np.float32))[2]:
+            break
+    assert passive_length < 100
+
+
+def test_planner_runs_half_cheetah_forward() -> None:
+    planned, _, _ = plan_episode("HalfCheetah-v5", 15, horizon=5, num_samples=20, num_iterations=1)
+    env = gym.make("HalfCheetah-v5")
+    env.reset(seed=0)
+    passive = sum(float(env.step(np.zeros(6, dtype=np.float32))[1]) for _ in range(15))
+    assert planned > passive + 1.0, (planned, passive)
