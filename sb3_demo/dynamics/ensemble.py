@@ -77,9 +77,7 @@ class EnsembleLinear(nn.Module):
 def _as_tensor(name: str, value: ArrayLike, dtype: th.dtype, device: th.device) -> th.Tensor:
     if not isinstance(value, np.ndarray | th.Tensor):
         raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(value).__name__}")
-    return th.as_tensor(np.asarray(value) if isinstance(value, np.ndarray) else value).to(
-        device=device, dtype=dtype
-    )
+    return th.as_tensor(np.asarray(value) if isinstance(value, np.ndarray) else value).to(device=device, dtype=dtype)
 
 
 class EnsembleDynamics(nn.Module):
@@ -120,8 +118,12 @@ class EnsembleDynamics(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("observation_dim", observation_dim), ("action_dim", action_dim),
-                            ("num_members", num_members), ("num_elites", num_elites)):
+        for name, value in (
+            ("observation_dim", observation_dim),
+            ("action_dim", action_dim),
+            ("num_members", num_members),
+            ("num_elites", num_elites),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if num_elites > num_members:
@@ -145,9 +147,7 @@ class EnsembleDynamics(nn.Module):
             )
         for name, fn in (("reward_fn", reward_fn), ("termination_fn", termination_fn)):
             if fn is not None and not callable(fn):
-                raise TypeError(
-                    f"{name} must be a callable(obs, action, next_obs) or None, got {type(fn).__name__}"
-                )
+                raise TypeError(f"{name} must be a callable(obs, action, next_obs) or None, got {type(fn).__name__}")
 
         self.observation_dim = observation_dim
         self.action_dim = action_dim
@@ -175,9 +175,7 @@ class EnsembleDynamics(nn.Module):
                 for n_in, n_out in itertools.pairwise(sizes)
             ]
         )
-        self.output_layer = EnsembleLinear(
-            num_members, sizes[-1], 2 * self.output_dim, generator=init_generator
-        )
+        self.output_layer = EnsembleLinear(num_members, sizes[-1], 2 * self.output_dim, generator=init_generator)
         self.activation = nn.SiLU()
         # learnable soft bounds of the log-variance (normalised target units)
         self.max_logvar = nn.Parameter(th.full((1, self.output_dim), 0.5))
@@ -263,15 +261,12 @@ class EnsembleDynamics(nn.Module):
             ("actions", actions, self.action_dim),
         ):
             if not isinstance(value, th.Tensor):
-                raise TypeError(
-                    f"{name} must be a torch tensor of shape (N, {dim}), got {type(value).__name__}"
-                )
+                raise TypeError(f"{name} must be a torch tensor of shape (N, {dim}), got {type(value).__name__}")
             if value.dim() != 2 or value.shape[1] != dim:
                 raise ValueError(f"{name} must have shape (N, {dim}), got {tuple(value.shape)}")
         if states.shape[0] != actions.shape[0]:
             raise ValueError(
-                "states and actions must have the same batch size, "
-                f"got {states.shape[0]} and {actions.shape[0]}"
+                f"states and actions must have the same batch size, got {states.shape[0]} and {actions.shape[0]}"
             )
 
     # ------------------------------------------------------------------ prediction
@@ -384,17 +379,13 @@ class EnsembleDynamics(nn.Module):
         rew = _as_tensor("rewards", rewards, dtype, device)
         n = obs.shape[0] if obs.dim() >= 1 else 0
         if obs.dim() != 2 or obs.shape[1] != self.observation_dim:
-            raise ValueError(
-                f"observations must have shape (N, {self.observation_dim}), got {tuple(obs.shape)}"
-            )
+            raise ValueError(f"observations must have shape (N, {self.observation_dim}), got {tuple(obs.shape)}")
         if act.dim() == 1 and self.action_dim == 1:
             act = act[:, None]
         if act.shape != (n, self.action_dim):
             raise ValueError(f"actions must have shape ({n}, {self.action_dim}), got {tuple(act.shape)}")
         if next_obs.shape != obs.shape:
-            raise ValueError(
-                f"next_observations must have shape {tuple(obs.shape)}, got {tuple(next_obs.shape)}"
-            )
+            raise ValueError(f"next_observations must have shape {tuple(obs.shape)}, got {tuple(next_obs.shape)}")
         if rew.numel() != n:
             raise ValueError(f"rewards must have shape ({n},), got {tuple(rew.shape)}")
         rew = rew.reshape(n, 1)
@@ -528,9 +519,7 @@ class EnsembleDynamics(nn.Module):
             mse_sum += sq.mean(dim=2).sum(dim=1)
         return nll_sum / x.shape[0], mse_sum / x.shape[0]
 
-    def fit_from_buffer(
-        self, buffer: Any, actions_normalized: bool = True, **fit_kwargs: Any
-    ) -> dict[str, float]:
+    def fit_from_buffer(self, buffer: Any, actions_normalized: bool = True, **fit_kwargs: Any) -> dict[str, float]:
         """Fit on every valid transition of an SB3 ``ReplayBuffer``.
 
         Handles partially filled buffers, ``n_envs > 1`` and ``optimize_memory_usage=True`` (next
@@ -584,9 +573,7 @@ def transitions_from_buffer(
     """
     observations = getattr(buffer, "observations", None)
     if isinstance(observations, dict):
-        raise TypeError(
-            "fit_from_buffer does not support DictReplayBuffer (dict observations); flatten them first"
-        )
+        raise TypeError("fit_from_buffer does not support DictReplayBuffer (dict observations); flatten them first")
     if not isinstance(observations, np.ndarray) or not hasattr(buffer, "buffer_size"):
         raise TypeError(
             f"expected a stable_baselines3 ReplayBuffer, got {type(buffer).__name__} (needs observations, "

@@ -40,9 +40,7 @@ _CTRL = int(mujoco.mjtState.mjSTATE_CTRL)
 def _unwrap_mujoco_env(env: Any) -> Any:
     """The underlying ``MujocoEnv`` of a (wrapped) gymnasium env, or a clear error."""
     if hasattr(env, "envs") and hasattr(env, "num_envs"):
-        raise TypeError(
-            "MuJoCoRolloutDynamics needs a single gymnasium env, got a VecEnv; pass e.g. vec_env.envs[0]"
-        )
+        raise TypeError("MuJoCoRolloutDynamics needs a single gymnasium env, got a VecEnv; pass e.g. vec_env.envs[0]")
     base = getattr(env, "unwrapped", env)
     model = getattr(base, "model", None)
     data = getattr(base, "data", None)
@@ -143,6 +141,7 @@ class _InvertedDoublePendulum(_Task):
 
 class _Reacher(_Task):
     can_terminate = False
+
     def __init__(self, dyn: MuJoCoRolloutDynamics, env: Any) -> None:
         super().__init__(dyn, env)
         model = dyn.model

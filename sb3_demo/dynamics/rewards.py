@@ -188,9 +188,7 @@ def _check_env_id(env_id: str, strict: bool) -> bool:
         raise TypeError(f"env_id must be a string such as 'Hopper-v5', got {type(env_id).__name__}")
     known = env_id in REWARD_FNS
     if strict and not known:
-        raise ValueError(
-            f"no reward/termination functions for {env_id!r}; known env ids: {list(KNOWN_ENV_IDS)}"
-        )
+        raise ValueError(f"no reward/termination functions for {env_id!r}; known env ids: {list(KNOWN_ENV_IDS)}")
     return known
 
 

@@ -296,7 +296,10 @@ def test_fit_from_buffer_errors() -> None:
     with pytest.raises(ValueError, match="no transitions yet"):
         model.fit_from_buffer(make_buffer(10, n_envs=1, optimize=False))
     dict_buffer = DictReplayBuffer(
-        10, spaces.Dict({"x": spaces.Box(-1, 1, (3,))}), spaces.Box(-1, 1, (2,)), handle_timeout_termination=False
+        10,
+        spaces.Dict({"x": spaces.Box(-1, 1, (3,))}),
+        spaces.Box(-1, 1, (2,)),
+        handle_timeout_termination=False,
     )
     with pytest.raises(TypeError, match="DictReplayBuffer"):
         model.fit_from_buffer(dict_buffer)

@@ -217,15 +217,14 @@ def test_planner_balances_inverted_pendulum() -> None:
         num_samples=30,
         num_iterations=2,
         init_std=0.3,
+        temperature=0.1,
         terminal_value=upright_value,
     )
     assert not terminated and length == 100
     env = gym.make("InvertedPendulum-v5")
     env.reset(seed=0)
-    for passive_length in range(1, 101):
-        if env.step(np.zeros(1, dtype=np.float32))[2]:
-            break
-    assert passive_length < 100
+    fell = [env.step(np.zeros(1, dtype=np.float32))[2] for _ in range(100)]
+    assert any(fell)  # without the planner the pole falls within the same 100 steps
 
 
 def test_planner_runs_half_cheetah_forward() -> None:

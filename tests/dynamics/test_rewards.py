@@ -120,8 +120,16 @@ def test_locomotion_rewards_are_learned(env_id: str) -> None:
 
 
 def test_registry_covers_the_issue_tasks() -> None:
-    for name in ["InvertedPendulum", "InvertedDoublePendulum", "Reacher", "Swimmer", "HalfCheetah", "Hopper",
-                 "Walker2d", "Ant"]:
+    for name in [
+        "InvertedPendulum",
+        "InvertedDoublePendulum",
+        "Reacher",
+        "Swimmer",
+        "HalfCheetah",
+        "Hopper",
+        "Walker2d",
+        "Ant",
+    ]:
         assert f"{name}-v5" in KNOWN_ENV_IDS
 
 
