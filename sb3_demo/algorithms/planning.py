@@ -15,8 +15,6 @@
 
 from __future__ import annotations
 
-import math
-import time
 from typing import Any
 
 import numpy as np
@@ -26,23 +24,16 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from sb3_demo.buffers import AugmentedReplayBuffer
 from sb3_demo.common.imagination import imagined_transitions
 from sb3_demo.common.model_factory import check_spaces, env_id_of, make_dynamics, single_envs
-from sb3_demo.common.policy_fns import CRITIC_REDUCES, CriticReduce, actor_prior, critic_value
+from sb3_demo.common.policy_fns import CRITIC_REDUCES, CriticReduce
+from sb3_demo.common.policy_planner import (
+    DEFAULT_PLANNER_KWARGS,
+    fit_model_from_buffer,
+    make_policy_planner,
+    record_plan,
+    vec_normalize_obs_transform,
+)
 from sb3_demo.planner import DMDMPCPlanner, PlanResult
 
-# 2022 reference code (DeMoRL on MuJoCo): H=3, 100 Gaussian + 5 actor sequences, 4 particles, 5 iterations,
-# exp weights with kappa=1 on raw returns, gamma_mean=1, gamma_std=0.9, std reset to half the range.
-DEFAULT_PLANNER_KWARGS: dict[str, Any] = dict(
-    horizon=3,
-    num_samples=100,
-    prior_fraction=0.05,
-    num_particles=4,
-    num_iterations=5,
-    utility="exp",
-    temperature=1.0,
-    gamma_mean=1.0,
-    gamma_std=0.9,
-    init_std=0.5,
-)
 LEARNED_MODELS = ("ensemble",)
 
 
@@ -124,6 +115,8 @@ class DeMoMixin:
         self.imagined_rollouts = imagined_rollouts
         self.predict_with_planner = predict_with_planner
         self.env_id = env_id_of(env) if not isinstance(env, str) else env
+        if hasattr(env, "action_space") and hasattr(env, "observation_space"):  # fail before SB3's asserts
+            check_spaces(env.observation_space, env.action_space, who=type(self).__name__)
         self.model_fitted = False
         self._last_model_fit = -1
         self.planner: DMDMPCPlanner | None = None
@@ -156,43 +149,24 @@ class DeMoMixin:
             if self.imagined_rollouts == 0:
                 self.imagined_rollouts = 1
 
-    def _make_planner(self) -> DMDMPCPlanner:
-        obs_transform = self._policy_obs_transform()
-        prior = actor_prior(self.policy, deterministic=False)
-        value = critic_value(self.policy, self.critic_reduce) if self.use_terminal_value else None
-        if obs_transform is not None:
-            prior = _compose(prior, obs_transform)
-            value = _compose(value, obs_transform) if value is not None else None
-        try:
-            return DMDMPCPlanner(
-                self.dynamics,
-                action_dim=int(self.action_space.shape[0]),
-                terminal_value=value,
-                prior=prior,
-                action_low=self.action_space.low,
-                action_high=self.action_space.high,
-                seed=self.seed,
-                device=self.device,
-                **self.planner_kwargs,
-            )
-        except TypeError as exc:
-            raise ValueError(f"invalid planner_kwargs {sorted(self.planner_kwargs)}: {exc}") from exc
+    def _make_planner(self, deterministic_prior: bool = False) -> DMDMPCPlanner:
+        """The planner over ``self.dynamics``; ``deterministic_prior`` for evaluation (same obs, same action)."""
+        return make_policy_planner(
+            self.dynamics,
+            self.policy,
+            self.action_space,
+            self.planner_kwargs,
+            critic_reduce=self.critic_reduce,
+            use_terminal_value=self.use_terminal_value,
+            obs_transform=self._policy_obs_transform(),
+            seed=self.seed,
+            device=self.device,
+            deterministic_prior=deterministic_prior,
+        )
 
     def _policy_obs_transform(self) -> Any:
         """With VecNormalize the planner works on original observations; the actor/critic see normalised ones."""
-        vec_norm = self._vec_normalize_env
-        if vec_norm is None or not vec_norm.norm_obs:
-            return None
-        device = self.device
-
-        def normalize(obs: th.Tensor) -> th.Tensor:
-            rms: Any = vec_norm.obs_rms
-            mean = th.as_tensor(rms.mean, dtype=obs.dtype, device=device)
-            var = th.as_tensor(rms.var, dtype=obs.dtype, device=device)
-            out = (obs.to(device) - mean) / th.sqrt(var + vec_norm.epsilon)
-            return out.clamp(-vec_norm.clip_obs, vec_norm.clip_obs)
-
-        return normalize
+        return vec_normalize_obs_transform(self._vec_normalize_env, self.device)
 
     def set_env(self, env: Any, force_reset: bool = True) -> None:
         super().set_env(env, force_reset=force_reset)  # type: ignore[misc]
@@ -279,13 +253,7 @@ class DeMoMixin:
         buffer.add_imagined(*imagined_transitions(self.dynamics, states, result.mean, self.planner.unscale_action))
 
     def _record_plan(self, result: PlanResult) -> None:
-        self.logger.record_mean("planner/latency_ms", 1000.0 * result.elapsed)
-        er = result.expected_return[th.isfinite(result.expected_return)]
-        if er.numel() > 0:
-            self.logger.record_mean("planner/expected_return", float(er.mean()))
-        self.logger.record_mean("planner/ess", float(result.ess.mean()))
-        self.logger.record_mean("planner/iterations", float(result.iterations))
-        self.logger.record_mean("planner/fallback_rate", float(result.fallback.float().mean()))
+        record_plan(self.logger, result)
         self._planner_fallbacks = getattr(self, "_planner_fallbacks", 0) + int(result.fallback.sum())
         self.logger.record("planner/fallbacks", self._planner_fallbacks)
 
@@ -303,14 +271,9 @@ class DeMoMixin:
 
     def fit_model(self) -> dict[str, float]:
         """Fit the learned model on the real transitions of the replay buffer now."""
-        start = time.perf_counter()
-        stats = self.dynamics.fit_from_buffer(self.replay_buffer, **self.model_fit_kwargs)
+        stats = fit_model_from_buffer(self.dynamics, self.replay_buffer, self.model_fit_kwargs, self.logger)
         self._last_model_fit = self.num_timesteps
         self.model_fitted = True
-        for key, value in stats.items():
-            if isinstance(value, int | float) and math.isfinite(float(value)):
-                self.logger.record(f"model/{key}", float(value))
-        self.logger.record("model/fit_time_s", time.perf_counter() - start)
         return stats
 
     # ------------------------------------------------------------------ evaluation
@@ -339,7 +302,7 @@ class DeMoMixin:
                 f"{self.observation_space.shape}"
             )
         if self._eval_planner is None:
-            self._eval_planner = self._make_planner()
+            self._eval_planner = self._make_planner(deterministic_prior=True)
         planner = self._eval_planner
         planner._ensure_state(obs.shape[0])
         if episode_start is not None and np.any(episode_start):
@@ -359,10 +322,3 @@ class DeMoMixin:
         if isinstance(self.dynamics, th.nn.Module):
             state_dicts = [*state_dicts, "dynamics"]
         return state_dicts, variables
-
-
-def _compose(fn: Any, transform: Any) -> Any:
-    def composed(obs: th.Tensor) -> th.Tensor:
-        return fn(transform(obs))
-
-    return composed
