@@ -24,6 +24,9 @@ _EXPORTS: dict[str, str] = {
     "DeMoSAC": "sb3_demo.algorithms",
     "DeMoTD3": "sb3_demo.algorithms",
     "AugmentedReplayBuffer": "sb3_demo.buffers",
+    "DeMoWrapper": "sb3_demo.wrappers",
+    "DeMoVecEnvWrapper": "sb3_demo.wrappers",
+    "DeMoCallback": "sb3_demo.wrappers",
 }
 
 if TYPE_CHECKING:
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from sb3_demo.dynamics.ensemble import EnsembleDynamics
     from sb3_demo.dynamics.mujoco_rollout import MuJoCoRolloutDynamics
     from sb3_demo.planner import DMDMPCPlanner, PlanResult
+    from sb3_demo.wrappers import DeMoCallback, DeMoVecEnvWrapper, DeMoWrapper
 
 __all__ = ["__version__", *_EXPORTS]
 
