@@ -1,0 +1,143 @@
+"""The start-up hook: rl_zoo3 lists demorl algorithms by itself, costs nothing otherwise, survives a broken sb3_demo."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from zoo_helpers import run_python, subprocess_env
+
+import sb3_demo.zoo
+from sb3_demo.zoo import HYPERPARAMS_DIR, ZOO_ALGOS, hyperparams_path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ZOO_ENVS = (
+    "Pendulum-v1",
+    "MountainCarContinuous-v0",
+    "InvertedPendulum-v5",
+    "InvertedDoublePendulum-v5",
+    "Reacher-v5",
+    "HalfCheetah-v5",
+    "Hopper-v5",
+    "Walker2d-v5",
+    "Ant-v5",
+    "default",
+)
+
+
+def test_rl_zoo3_train_lists_demorl_algos_without_importing_sb3_demo_by_hand(tmp_path: Path) -> None:
+    # a fresh interpreter that imports rl_zoo3.train and nothing of ours
+    code = (
+        "import sys\n"
+        "assert 'sb3_demo' not in sys.modules and 'torch' not in sys.modules\n"
+        "import rl_zoo3.train\n"
+        "from rl_zoo3.utils import ALGOS\n"
+        "from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER, HYPERPARAMS_CONVERTER\n"
+        "print(ALGOS['demorl_sac'].__name__, ALGOS['demorl_td3'].__name__)\n"
+        "print('demorl_sac' in HYPERPARAMS_SAMPLER, 'demorl_td3' in HYPERPARAMS_CONVERTER)\n"
+    )
+    proc = run_python(["-c", code], cwd=tmp_path)
+    assert proc.stdout.split() == ["DeMoSAC", "DeMoTD3", "True", "True"]
+    assert "could not register" not in proc.stderr
+    # and argparse offers them as --algo choices
+    help_text = run_python(["-m", "rl_zoo3.train", "--help"], cwd=tmp_path).stdout
+    choices = re.search(r"--algo \{([^}]*)\}", help_text)
+    assert choices is not None, help_text
+    assert {"demorl_sac", "demorl_td3", "sac", "td3"} <= set(choices.group(1).split(","))
+
+
+def test_startup_costs_nothing_when_rl_zoo3_is_not_used(tmp_path: Path) -> None:
+    proc = run_python(["-X", "importtime", "-c", "pass"], cwd=tmp_path)
+    modules = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    assert "demorl_zoo_hook" in modules, "the start-up hook is not installed (reinstall the package)"
+    heavy = [m for m in modules if m.split(".")[0] in ("torch", "sb3_demo", "rl_zoo3", "stable_baselines3", "numpy")]
+    assert heavy == []
+
+
+@pytest.mark.parametrize("failure", ["import_error", "registration_error"])
+def test_a_broken_sb3_demo_warns_and_rl_zoo3_still_works(tmp_path: Path, failure: str) -> None:
+    # a broken sb3_demo shadows the real one
+    package = tmp_path / "shadow" / "sb3_demo"
+    (package / "zoo").mkdir(parents=True)
+    if failure == "import_error":
+        (package / "__init__.py").write_text("raise ImportError('simulated broken sb3_demo')\n")
+    else:
+        (package / "__init__.py").write_text("")
+        (package / "zoo" / "__init__.py").write_text("")
+        (package / "zoo" / "registration.py").write_text(
+            "def register_module(name, module):\n    raise RuntimeError('simulated registration bug')\n"
+        )
+    code = (
+        "import rl_zoo3.train\n"
+        "from rl_zoo3.utils import ALGOS\n"
+        "from rl_zoo3.exp_manager import ExperimentManager\n"
+        "print('sac' in ALGOS, 'demorl_sac' in ALGOS, hasattr(ExperimentManager, '_sb3_demo_patched'))\n"
+    )
+    env = subprocess_env(PYTHONPATH=str(tmp_path / "shadow"))
+    proc = run_python(["-c", code], cwd=tmp_path, env=env)
+    assert proc.stdout.split() == ["True", "False", "False"]
+    assert proc.stderr.count("sb3_demo could not register its algorithms with rl_zoo3") == 1  # warned once
+    assert "simulated" in proc.stderr
+
+
+def test_hook_can_be_switched_off_and_register_is_explicit(tmp_path: Path) -> None:
+    code = (
+        "import rl_zoo3.utils as u\n"
+        "before = 'demorl_sac' in u.ALGOS\n"
+        "import sb3_demo.zoo\n"
+        "sb3_demo.zoo.register()\n"
+        "sb3_demo.zoo.register()\n"
+        "print(before, 'demorl_sac' in u.ALGOS)\n"
+    )
+    proc = run_python(["-c", code], cwd=tmp_path, env=subprocess_env(SB3_DEMO_ZOO_HOOK="0"))
+    assert proc.stdout.split() == ["False", "True"]
+
+
+def test_experiment_manager_finds_our_yml_and_conf_overrides(tmp_path: Path) -> None:
+    sb3_demo.zoo.register()
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    def manager(algo: str, config: str | None = None) -> ExperimentManager:
+        return ExperimentManager(argparse.Namespace(), algo, "Pendulum-v1", str(tmp_path), config=config)
+
+    assert manager("demorl_sac").config == str(hyperparams_path("demorl_sac"))
+    assert manager("demorl_td3").config == str(hyperparams_path("demorl_td3"))
+    assert manager("demorl_sac", config="mine.yml").config == "mine.yml"
+    assert manager("sac").config.endswith("rl_zoo3/hyperparams/sac.yml")  # other algos untouched
+    hyperparams, _ = manager("demorl_sac").read_hyperparameters()
+    assert hyperparams["model"] == "analytic"
+    # eval()-ed yml strings can name our replay buffer
+    import rl_zoo3.exp_manager as exp_manager_module
+
+    from sb3_demo import AugmentedReplayBuffer
+
+    assert eval("AugmentedReplayBuffer", vars(exp_manager_module)) is AugmentedReplayBuffer
+
+
+def test_hyperparams_path_rejects_unknown_algos() -> None:
+    with pytest.raises(ValueError, match="demorl_sac"):
+        hyperparams_path("sac")
+
+
+@pytest.mark.parametrize("algo", sorted(ZOO_ALGOS))
+def test_yml_files_cover_the_envs_and_state_their_status(algo: str) -> None:
+    path = hyperparams_path(algo)
+    # the repository's zoo_hyperparams/ is the package's file
+    assert (REPO_ROOT / "zoo_hyperparams" / f"{algo}.yml").read_text() == path.read_text()
+    assert path.parent == HYPERPARAMS_DIR
+    text = path.read_text()
+    entries = yaml.safe_load(text)
+    assert set(ZOO_ENVS) <= set(entries)
+    lines = text.splitlines()
+    for env_id in ZOO_ENVS:
+        index = next(i for i, line in enumerate(lines) if line.startswith(f"{env_id}:"))
+        comments = list(itertools.takewhile(lambda line: line.startswith("#"), reversed(lines[:index])))
+        assert comments and re.match(r"# (tuned|smoke|untested)\b", comments[-1]), f"{env_id}: no status comment"
+        entry = entries[env_id]
+        assert entry["policy"] == "MlpPolicy" and entry["n_timesteps"] > 0
+        assert entry["model"] in ("ensemble", "analytic", "mujoco")
+        assert entry["planner_kwargs"]["horizon"] >= 1
