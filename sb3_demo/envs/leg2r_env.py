@@ -4,7 +4,9 @@
 sends the command as soon as it is called, then waits for the next tick of the wall-clock control
 period and returns the observation sampled then; being late is not forgiven (the robot kept moving
 under the previous command, and the late step is flagged in ``info``); resets take ``reset_seconds`` of
-wall-clock time; episodes last ``episode_seconds``.
+wall-clock time, after which the robot holds its home pose until the first command; an episode lasts
+``episode_seconds`` from its first command (or from the end of the reset when that command comes within
+a period).
 
 ``Leg2REnv(realtime=False)`` (``sb3_demo/Leg2RSim-v0``) is its fast simulation-only twin: the same plant
 process driven by a virtual clock (the agent's computation takes ``compute_delay`` virtual seconds), so
@@ -140,6 +142,7 @@ class Leg2REnv(HardwareEnv):
         self._returned_at = time.perf_counter()  # wall time the latest observation was returned
         self._episode_start = 0.0
         self._needs_reset = True
+        self._first_step = True
         self._previous_action = np.zeros(ACT_DIM)
         # the plant runs in its own interpreter (not a multiprocessing child: no re-import of the user's
         # main module), talking over one end of a socket pair it inherits
@@ -222,6 +225,7 @@ class Leg2REnv(HardwareEnv):
         self._tick = self._episode_start
         self._previous_action = np.zeros(ACT_DIM)
         self._needs_reset = False
+        self._first_step = True
         self._returned_at = time.perf_counter()
         info = {
             "tick_time": self._tick,
@@ -239,6 +243,12 @@ class Leg2REnv(HardwareEnv):
         else:
             sent_at = self._tick + min(self.compute_delay, self.control_period)
         self._previous_action = a
+        restart = None
+        if self.realtime and self._first_step and sent_at > self._tick + self.control_period:
+            # the first command came more than a period after the reset (e.g. SB3 trained between episodes
+            # after its VecEnv reset the env): the robot held its home pose, the episode starts now
+            restart = self._episode_start = self._tick = sent_at
+        self._first_step = False
         next_tick = self._tick + self.control_period
         lateness = max(0.0, sent_at - next_tick)
         if self.realtime:
@@ -249,7 +259,7 @@ class Leg2REnv(HardwareEnv):
             self._virtual_time = next_tick
         # one round trip per step: the command carries the time it was sent, and the plant (which integrates
         # lazily, up to each request) applies it from then on, exactly as if it had arrived at that time
-        reading = self._request("step", a, sent_at, next_tick)
+        reading = self._request("step", a, sent_at, next_tick, restart)
         delivery_delay = time.perf_counter() - next_tick if self.realtime else 0.0
         period = next_tick - self._tick
         self._tick = next_tick
@@ -262,6 +272,7 @@ class Leg2REnv(HardwareEnv):
             "late": lateness > 0,
             "lateness": lateness,
             "delivery_delay": delivery_delay,
+            "episode_restarted": restart is not None,
             "episode_time": elapsed,
             "executed_action": a.astype(np.float32),
             "watchdog_tripped": reading["watchdog_tripped"],

@@ -10,7 +10,8 @@ gymnasium or SB3, so the plant process starts quickly.
 
 The server understands these requests and nothing else (in particular, no way to read or set the physics
 state): ``("reset", time, seed)``, ``("act", action, time)`` (no reply), ``("observe", time)``,
-``("step", action, sent_time, observe_time)`` (an act and an observe in one round trip) and ``("close",)``.
+``("step", action, sent_time, observe_time[, episode_start])`` (an act and an observe in one round trip,
+optionally restarting the episode clock) and ``("close",)``.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class Leg2RPlant:
         self._last_command_time = 0.0
         self._watchdog_tripped = False
         self._watchdog_trips = 0
+        self._holding = False  # after a reset, until the first command: the homing routine holds the pose
         history = math.ceil(config.observation_latency / self._dt) + 2
         self._history_span = (history + 1) * self._dt  # only the steps an observation may read are kept
         self._history: deque[tuple[float, np.ndarray]] = deque(maxlen=history)  # (time, sensor values)
@@ -155,7 +157,7 @@ class Leg2RPlant:
                     self._watchdog_tripped = False
                     self._set_position_loops(True)
                 self._set_targets(action)
-            if timeout is not None and not self._watchdog_tripped and not self._pending:
+            if timeout is not None and not (self._watchdog_tripped or self._holding or self._pending):
                 if self._time - self._last_command_time > timeout:
                     self._trip_watchdog()
             mujoco.mj_step(self._model, self._data)
@@ -196,6 +198,7 @@ class Leg2RPlant:
             self._time = max(self._time, t)
         self._pending.clear()
         self._watchdog_tripped = False
+        self._holding = True
         self._set_position_loops(True)
         home = np.asarray(HOME_ACTION) + self._rng.uniform(-1, 1, size=2) * self.config.home_noise
         self._set_targets(home)
@@ -214,10 +217,16 @@ class Leg2RPlant:
             raise RuntimeError("the plant must be reset before it takes commands")
         self._advance_to(t)  # the present is known: integrate it now, off the next observation's path
         self._last_command_time = t
+        self._holding = False
         apply_at = t + self.config.action_latency
         if self._pending and apply_at < self._pending[-1][0]:
             apply_at = self._pending[-1][0]
         self._pending.append((apply_at, action))
+
+    def restart_episode(self, t: float) -> None:
+        """Start the episode (phase 0) at ``t``: the agent's first command came later than one period after
+        the reset, and the robot held its home pose until then."""
+        self._episode_start = float(t)
 
     def observe(self, t: float) -> dict[str, Any]:
         """Integrate up to ``t`` and report what the robot senses then.
@@ -268,6 +277,8 @@ def serve(conn: Connection) -> None:
                 conn.send(("error", deferred_error))
                 deferred_error = None
             elif kind == "step":
+                if len(request) > 4 and request[4] is not None:
+                    plant.restart_episode(request[4])
                 plant.act(request[1], request[2])
                 conn.send(("ok", plant.observe(request[3])))
             elif kind == "observe":
