@@ -31,6 +31,7 @@ from sb3_demo.dynamics import PendulumDynamics
 from sb3_demo.planner import DMDMPCPlanner
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "planner.md"
+NOTES_MARKER = "<!-- notes: kept when the tables above are regenerated -->"
 DEFAULT_PLOT = Path(__file__).resolve().parent / "results" / "planner_latency.png"
 
 
@@ -219,6 +220,11 @@ def main(argv: list[str] | None = None) -> None:
     if str(args.output) == "-":
         return
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    notes = ""  # hand-written analysis below the marker survives a re-run
+    if args.output.exists():
+        previous = args.output.read_text()
+        if NOTES_MARKER in previous:
+            notes = "\n" + previous[previous.index(NOTES_MARKER) :]
     args.output.write_text(
         "# Planner latency: DMDMPCPlanner vs pytorch_mppi.MPPI\n\n"
         f"Command: `{command}`\n\n"
@@ -231,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         "Not inflated when the OS runs another process in the middle of a call (the machine is shared).\n\n"
         f"{header}\n" + "\n".join(rows["cpu"]) + "\n\n"
         "## Wall-clock time per control step (median, `time.perf_counter`)\n\n"
-        f"{header}\n" + "\n".join(rows["wall"]) + "\n"
+        f"{header}\n" + "\n".join(rows["wall"]) + "\n" + notes
     )
     print(f"wrote {args.output}")
 
