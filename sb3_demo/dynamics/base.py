@@ -11,6 +11,14 @@ next states, the rewards and the terminations::
 observation (e.g. a full MuJoCo physics state) expose ``observe(states) -> observations`` so that the
 planner can feed the SB3 actor and critic with observations.
 
+Optional attributes the planner reads when a model has them:
+
+- ``state_dim`` / ``action_dim``: checked against the states and the planner's action size,
+- ``can_terminate = False``: the model never terminates, so the planner skips termination masking,
+- ``observe(states)``: see above.
+
+Models must not write into their inputs (the planner passes strided views).
+
 Nothing here imports gymnasium or SB3.
 """
 
@@ -83,7 +91,7 @@ def as_dynamics(model: object) -> DynamicsModel:
     if isinstance(model, DynamicsModel) and not _is_plain_function(model):
         return model
     if callable(model):
-        return CallableDynamics(model)  # type: ignore[arg-type]
+        return CallableDynamics(model)
     raise TypeError(f"expected a DynamicsModel or a callable(states, actions), got {type(model).__name__}")
 
 
