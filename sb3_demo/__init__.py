@@ -24,6 +24,8 @@ _EXPORTS: dict[str, str] = {
     "DeMoSAC": "sb3_demo.algorithms",
     "DeMoTD3": "sb3_demo.algorithms",
     "AugmentedReplayBuffer": "sb3_demo.buffers",
+    "DeMoPolicy": "sb3_demo.policies",
+    "DeMoARS": "sb3_demo.ars",
     "DeMoWrapper": "sb3_demo.wrappers",
     "DeMoVecEnvWrapper": "sb3_demo.wrappers",
     "DeMoCallback": "sb3_demo.wrappers",
@@ -31,6 +33,7 @@ _EXPORTS: dict[str, str] = {
 
 if TYPE_CHECKING:
     from sb3_demo.algorithms import DeMoSAC, DeMoTD3
+    from sb3_demo.ars import DeMoARS
     from sb3_demo.buffers import AugmentedReplayBuffer
     from sb3_demo.dynamics import (
         CallableDynamics,
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from sb3_demo.dynamics.ensemble import EnsembleDynamics
     from sb3_demo.dynamics.mujoco_rollout import MuJoCoRolloutDynamics
     from sb3_demo.planner import DMDMPCPlanner, PlanResult
+    from sb3_demo.policies import DeMoPolicy
     from sb3_demo.wrappers import DeMoCallback, DeMoVecEnvWrapper, DeMoWrapper
 
 __all__ = ["__version__", *_EXPORTS]
