@@ -50,6 +50,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "default": dict(horizon=3, num_samples=100, num_particles=4, num_iterations=5),
     "medium": dict(horizon=3, num_samples=32, num_particles=1, num_iterations=2),
     "small": dict(horizon=2, num_samples=16, num_particles=1, num_iterations=1),
+    "tiny": dict(horizon=1, num_samples=8, num_particles=1, num_iterations=1),
 }
 COMMON_PLANNER = dict(
     prior_fraction=0.05, utility="exp", temperature=1.0, gamma_mean=1.0, gamma_std=0.9, init_std=0.5
@@ -105,29 +106,37 @@ def fit_ensemble(data: dict[str, np.ndarray], seed: int) -> tuple[Any, dict[str,
 
 
 class Priority:
-    """Run the control loop (this process and the leg's plant process) at a given niceness, as a robot's
-    controller would run at elevated priority; restored on exit. Needs the privilege to lower niceness."""
+    """Run the control loop (this thread and the leg's plant process) at a higher priority, as a robot's
+    controller would: a lower niceness, or the ``SCHED_FIFO`` real-time policy (what stops wake-ups from
+    being late by milliseconds on a busy machine). Restored on exit; both need the privilege."""
 
-    def __init__(self, env: Leg2REnv, niceness: int | None) -> None:
+    def __init__(self, env: Leg2REnv, niceness: int | None = None, rt_priority: int | None = None) -> None:
         self.pids = [0, env._process.pid]
-        self.niceness = niceness
-        self.saved: list[int] = []
+        self.niceness, self.rt_priority = niceness, rt_priority
+        self.saved_nice: list[int] = []
+        self.saved_policy: list[tuple[int, os.sched_param]] = []
 
     def __enter__(self) -> Priority:
         if self.niceness is not None:
-            self.saved = [os.getpriority(os.PRIO_PROCESS, pid) for pid in self.pids]
+            self.saved_nice = [os.getpriority(os.PRIO_PROCESS, pid) for pid in self.pids]
             for pid in self.pids:
                 os.setpriority(os.PRIO_PROCESS, pid, self.niceness)
+        if self.rt_priority is not None:
+            self.saved_policy = [(os.sched_getscheduler(pid), os.sched_getparam(pid)) for pid in self.pids]
+            for pid in self.pids:
+                os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(self.rt_priority))
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for pid, value in zip(self.pids, self.saved):
+        for pid, (policy, param) in zip(self.pids, self.saved_policy):
+            os.sched_setscheduler(pid, policy, param)
+        for pid, value in zip(self.pids, self.saved_nice):
             os.setpriority(os.PRIO_PROCESS, pid, value)
 
 
-def run_loop(env: Leg2REnv, act: Any, steps: int, seed: int, niceness: int | None = None) -> dict[str, float]:
+def run_loop(env: Leg2REnv, act: Any, steps: int, seed: int, args: argparse.Namespace) -> dict[str, float]:
     """``steps`` control steps of the wall-clock env; ``act(obs, step_start) -> action``."""
-    with Priority(env, niceness):
+    with Priority(env, args.niceness, args.rt_priority):
         return _run_loop(env, act, steps, seed)
 
 
@@ -163,6 +172,7 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": machine(),
         "niceness": args.niceness,
+        "rt_priority": args.rt_priority,
         "period_ms": PERIOD * 1e3,
         "budget_fraction": BUDGET_FRACTION,
     }
@@ -185,7 +195,7 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
         def actor_only(obs: np.ndarray, step_start: float) -> np.ndarray:
             return sac.predict(obs, deterministic=True)[0]
 
-        results["actor_only_loop"] = run_loop(env, actor_only, args.loop_steps, args.seed, args.niceness)
+        results["actor_only_loop"] = run_loop(env, actor_only, args.loop_steps, args.seed, args)
         runs = []
         for model_name, dynamics in models.items():
             for size_name in args.sizes:
@@ -195,7 +205,7 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 # unconstrained: how long one full plan takes
                 full = []
-                with Priority(env, args.niceness):
+                with Priority(env, args.niceness, args.rt_priority):
                     for i in range(args.full_plans):
                         x = th.as_tensor(data["obs"][i * 37 % len(data["obs"])][None])
                         start = time.perf_counter()
@@ -210,7 +220,7 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
                 ) -> Any:
                     return controller.act(obs, start).action[0].numpy()
 
-                loop = run_loop(env, planned, args.loop_steps, args.seed, args.niceness)
+                loop = run_loop(env, planned, args.loop_steps, args.seed, args)
                 runs.append(
                     {
                         "model": model_name,
@@ -378,6 +388,12 @@ def main() -> None:
     lat.add_argument("--full-plans", type=int, default=10)
     lat.add_argument(
         "--niceness", type=int, default=None, help="niceness of the control loop while measuring (e.g. -10)"
+    )
+    lat.add_argument(
+        "--rt-priority",
+        type=int,
+        default=None,
+        help="SCHED_FIFO priority of the control loop while measuring",
     )
     lat.add_argument("--models", nargs="+", default=["ensemble", "nominal"], choices=["ensemble", "nominal"])
     tr = sub.add_parser("train")

@@ -5,11 +5,12 @@
 lets it iterate until then (warm-started from the previous step's plan), and falls back to the actor's
 action when not even one iteration fits. Every step is recorded in a :class:`LatencyStats`.
 
-Contract: after the deadline no new model evaluation starts, so a step overruns its deadline by at most
-the one model evaluation in progress (plus the actor's forward pass for the fallback action). The
-planner itself stops iterating at the deadline; the controller additionally guards the planner's model
-and terminal value so that evaluations the planner does outside its deadline checks (the actor's
-rollouts through the model before the first iteration) are not started after the deadline either.
+Contract: no model evaluation starts after the deadline, nor one predicted (from its past durations) to
+end after it, so a step overruns its deadline by at most one model evaluation (one whose cost was not
+known yet), plus the actor's forward pass for the fallback action. The planner itself stops iterating at
+the deadline; the controller additionally guards the planner's model and terminal value
+(:class:`DeadlineGuard`) so that evaluations the planner does outside its own deadline checks (the
+actor's rollouts through the model before the first iteration) obey the deadline too.
 """
 
 from __future__ import annotations
@@ -28,26 +29,41 @@ from sb3_demo.realtime.latency import LatencyStats
 
 
 class DeadlineGuard:
-    """Wrap a model (or value function) so that calling it after ``deadline`` raises
-    :class:`~sb3_demo.planner.dmd_mpc.PlanningDeadlineExceeded` instead of starting the evaluation.
+    """Wrap a model (or value function) so that an evaluation that would end after ``deadline`` is not
+    started: the call raises :class:`~sb3_demo.planner.dmd_mpc.PlanningDeadlineExceeded` instead.
+
+    "Would end" is predicted from a moving average of the wrapped callable's past durations for the same
+    batch size (``predictive``); an evaluation with no history yet is refused only once the deadline has
+    passed. So at most one evaluation, one whose cost was not known yet, runs past the deadline.
 
     Other attributes (``observe``, ``can_terminate``, ...) are forwarded to the wrapped object.
 
     :param fn: the callable to guard
+    :param predictive: also refuse calls predicted to end after the deadline
     """
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], predictive: bool = True) -> None:
         self.fn = fn
+        self.predictive = predictive
         self.deadline: float | None = None
         self.calls = 0
         self.refused = 0
+        self._durations: dict[int, float] = {}  # batch rows -> moving average of the call's duration
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.deadline is not None and time.perf_counter() > self.deadline:
-            self.refused += 1
-            raise PlanningDeadlineExceeded
+        rows = int(getattr(args[0], "shape", (0,))[0]) if args else 0
+        start = time.perf_counter()
+        if self.deadline is not None:
+            expected = self._durations.get(rows, 0.0) if self.predictive else 0.0
+            if start + expected > self.deadline:
+                self.refused += 1
+                raise PlanningDeadlineExceeded
         self.calls += 1
-        return self.fn(*args, **kwargs)
+        out = self.fn(*args, **kwargs)
+        duration = time.perf_counter() - start
+        previous = self._durations.get(rows)
+        self._durations[rows] = duration if previous is None else 0.8 * previous + 0.2 * duration
+        return out
 
     def __getattr__(self, name: str) -> Any:
         if name == "fn":  # not set yet (e.g. during unpickling)
