@@ -1,30 +1,39 @@
-"""Build step that ships ``sb3_demo_zoo.pth`` (the RL Zoo start-up hook) at the top of site-packages.
+"""Build step for the RL Zoo integration; everything else is configured in pyproject.toml.
 
-Everything else is configured in pyproject.toml. A ``.pth`` file must sit directly in site-packages, which
-package data cannot do, so a ``build`` sub-command copies it:
+Two things cannot be package data:
 
-- ``pip install .`` (a wheel): into the build directory, whose top level becomes site-packages;
-- ``pip install -e .`` (PEP 660 editable wheel): setuptools points ``install_lib`` at the editable wheel's
-  unpacked tree, whose top level likewise becomes site-packages.
+- ``sb3_demo_zoo.pth`` (the start-up hook) must sit directly in site-packages;
+- ``zoo_hyperparams/*.yml`` live at the repository's top level, where RL Zoo users look for them.
 
-The ``.pth`` imports the top-level module ``demorl_zoo_hook`` (see its docstring), which is a ``py-module``
-of the distribution, so it is importable in both kinds of install.
+A ``build`` sub-command puts them in place:
+
+- ``pip install .`` (a wheel): the ``.pth`` at the top of the build directory (which becomes site-packages) and
+  the yml files in ``sb3_demo/zoo/hyperparams/``, where :mod:`sb3_demo.zoo` looks first;
+- ``pip install -e .`` (PEP 660 editable wheel): only the ``.pth``, at the top of the editable wheel (setuptools
+  points ``install_lib`` there); :mod:`sb3_demo.zoo` then reads the checkout's ``zoo_hyperparams/``.
+
+The ``.pth`` imports the top-level module ``demorl_zoo_hook`` (a ``py-module`` of the distribution, so it is
+importable in both kinds of install).
 """
 
 from __future__ import annotations
 
+import glob
 import os
 
 from setuptools import Command, setup
 from setuptools.command.build import build
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 PTH_FILE = "sb3_demo_zoo.pth"
+HYPERPARAMS_SOURCE = "zoo_hyperparams"
+HYPERPARAMS_TARGET = os.path.join("sb3_demo", "zoo", "hyperparams")
 
 
-class build_zoo_hook(Command):
-    """Copy ``sb3_demo_zoo.pth`` to the top level of the (editable) wheel."""
+class build_zoo_files(Command):
+    """Copy the start-up hook's ``.pth`` and the RL Zoo hyperparameter files into the (editable) wheel."""
 
-    description = "install the RL Zoo start-up hook (.pth)"
+    description = "install the RL Zoo start-up hook (.pth) and hyperparameter files"
     user_options: list = []
     editable_mode = False  # set by setuptools' editable_wheel
 
@@ -35,20 +44,21 @@ class build_zoo_hook(Command):
     def finalize_options(self) -> None:
         self.set_undefined_options("build_py", ("build_lib", "build_lib"))
 
-    def _target_dir(self) -> str:
-        if self.editable_mode:
-            # editable_wheel sets install_lib to the unpacked editable wheel
-            return self.get_finalized_command("install").install_lib
-        assert self.build_lib is not None
-        return self.build_lib
-
     def run(self) -> None:
-        source = os.path.join(os.path.dirname(os.path.abspath(__file__)), PTH_FILE)
-        target_dir = self._target_dir()
+        if self.editable_mode:
+            # editable_wheel points install_lib at the unpacked editable wheel, whose top level is site-packages
+            self._copy(PTH_FILE, self.get_finalized_command("install").install_lib)
+            return
+        assert self.build_lib is not None
+        self._copy(PTH_FILE, self.build_lib)
+        for path in sorted(glob.glob(os.path.join(HERE, HYPERPARAMS_SOURCE, "*.yml"))):
+            self._copy(os.path.relpath(path, HERE), os.path.join(self.build_lib, HYPERPARAMS_TARGET))
+
+    def _copy(self, relative_source: str, target_dir: str) -> None:
         self.mkpath(target_dir)
-        target = os.path.join(target_dir, PTH_FILE)
-        self.copy_file(source, target, preserve_mode=False)
-        self._outputs = [target]
+        target = os.path.join(target_dir, os.path.basename(relative_source))
+        self.copy_file(os.path.join(HERE, relative_source), target, preserve_mode=False)
+        self._outputs.append(target)
 
     def get_outputs(self) -> list[str]:
         return list(self._outputs)
@@ -57,11 +67,11 @@ class build_zoo_hook(Command):
         return {}
 
     def get_source_files(self) -> list[str]:
-        return [PTH_FILE]
+        return [PTH_FILE, *sorted(glob.glob(os.path.join(HYPERPARAMS_SOURCE, "*.yml")))]
 
 
-class build_with_zoo_hook(build):
-    sub_commands = [*build.sub_commands, ("build_zoo_hook", None)]
+class build_with_zoo_files(build):
+    sub_commands = [*build.sub_commands, ("build_zoo_files", None)]
 
 
-setup(cmdclass={"build": build_with_zoo_hook, "build_zoo_hook": build_zoo_hook})
+setup(cmdclass={"build": build_with_zoo_files, "build_zoo_files": build_zoo_files})

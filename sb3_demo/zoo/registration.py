@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -38,9 +39,22 @@ def algorithm_class(algo: str) -> type:
 
 
 def register_algorithms(algos: dict[str, Any]) -> None:
-    """Add our algorithms to rl_zoo3's ``ALGOS`` dict (name -> class)."""
+    """Add our algorithms to rl_zoo3's ``ALGOS`` dict (name -> class).
+
+    One that cannot be imported is left out with a ``RuntimeWarning``; the others are still registered.
+    """
+    failures = []
     for name in ZOO_ALGOS:
-        algos[name] = algorithm_class(name)
+        try:
+            algos[name] = algorithm_class(name)
+        except Exception as exc:  # one broken algorithm must not take the others (or rl_zoo3) down
+            failures.append(f"{name} ({type(exc).__name__}: {exc})")
+    if failures:
+        warnings.warn(
+            f"sb3_demo could not register {', '.join(failures)} with rl_zoo3; the other demorl algorithms work",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def register_optimizers(samplers: dict[str, Callable], converters: dict[str, Callable]) -> None:
@@ -93,9 +107,9 @@ def patch_experiment_manager(exp_manager_module: Any) -> None:
 
     @functools.wraps(original_read)
     def read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        if self.algo not in ZOO_ALGOS or not (self.storage and self.study_name and self.trial_id):
+        if self.algo not in ZOO_ALGOS or not (self.storage and self.study_name and self.trial_id is not None):
             return original_read(self)
-        # rl_zoo3 would replace the yml's planner_kwargs by the trial's; merge them instead
+        # rl_zoo3 would replace the yml's planner_kwargs by the trial's (and skip --trial-id 0); merge them instead
         trial_id = self.trial_id
         self.trial_id = None
         try:

@@ -141,3 +141,16 @@ def test_yml_files_cover_the_envs_and_state_their_status(algo: str) -> None:
         assert entry["policy"] == "MlpPolicy" and entry["n_timesteps"] > 0
         assert entry["model"] in ("ensemble", "analytic", "mujoco")
         assert entry["planner_kwargs"]["horizon"] >= 1
+
+
+def test_one_broken_algorithm_does_not_stop_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sb3_demo.zoo import registration
+
+    monkeypatch.setitem(registration.ZOO_ALGOS, "demorl_broken", "sb3_demo.no_such_module:Nothing")
+    algos: dict[str, type] = {}
+    with pytest.warns(RuntimeWarning, match="could not register demorl_broken"):
+        registration.register_algorithms(algos)
+    assert algos["demorl_sac"].__name__ == "DeMoSAC" and algos["demorl_td3"].__name__ == "DeMoTD3"
+    assert "demorl_broken" not in algos
+    with pytest.raises(ValueError, match="module_name must be one of"):
+        registration.register_module("rl_zoo3.enjoy", None)
