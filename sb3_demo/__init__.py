@@ -47,7 +47,25 @@ if TYPE_CHECKING:
     from sb3_demo.policies import DeMoPolicy
     from sb3_demo.wrappers import DeMoCallback, DeMoVecEnvWrapper, DeMoWrapper
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [  # the same names as _EXPORTS (a test keeps them equal); static so linters see them
+    "AugmentedReplayBuffer",
+    "CallableDynamics",
+    "DMDMPCPlanner",
+    "DeMoARS",
+    "DeMoCallback",
+    "DeMoPolicy",
+    "DeMoSAC",
+    "DeMoTD3",
+    "DeMoVecEnvWrapper",
+    "DeMoWrapper",
+    "DynamicsModel",
+    "EnsembleDynamics",
+    "MountainCarContinuousDynamics",
+    "MuJoCoRolloutDynamics",
+    "PendulumDynamics",
+    "PlanResult",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -145,9 +145,6 @@ class DeMoMixin:
                 self.dynamics.to(self.device)
         self.planner = self._make_planner() if self.dynamics is not None else None
         self._eval_planner = None
-        if isinstance(self.replay_buffer, AugmentedReplayBuffer) and self.replay_buffer.imagined_fraction > 0:
-            if self.imagined_rollouts == 0:
-                self.imagined_rollouts = 1
 
     def _make_planner(self, deterministic_prior: bool = False) -> DMDMPCPlanner:
         """The planner over ``self.dynamics``; ``deterministic_prior`` for evaluation (same obs, same action)."""
@@ -155,7 +152,10 @@ class DeMoMixin:
             self.dynamics,
             self.policy,
             self.action_space,
-            self.planner_kwargs,
+            # simulator states (model='mujoco') lose precision in float32
+            {"dtype": th.float64, **self.planner_kwargs}
+            if hasattr(self.dynamics, "state_from_env")
+            else self.planner_kwargs,
             critic_reduce=self.critic_reduce,
             use_terminal_value=self.use_terminal_value,
             obs_transform=self._policy_obs_transform(),

@@ -80,6 +80,18 @@ def test_save_load_same_deterministic_actions_and_continue(algo: type, tmp_path:
     assert loaded.num_timesteps == 160
 
 
+def test_mujoco_simulator_model_plans_from_the_physics_state() -> None:
+    env = ActionRecorder(gym.make("InvertedPendulum-v5"))
+    model = _small(DeMoSAC, env, model="mujoco", learning_starts=20)
+    model.learn(60)
+    assert model.planner is not None and model.planner.dtype == th.float64
+    assert model.logger.name_to_value["planner/iterations"] == SMALL_PLANNER["num_iterations"]
+    stored = model.policy.unscale_action(model.replay_buffer.actions[:60, 0])
+    np.testing.assert_allclose(stored, np.stack(env.actions), atol=1e-5)
+    # imagined transitions are observations (4-D), not physics states
+    assert model.replay_buffer.imagined_size() > 0
+
+
 def test_imagined_transitions_reach_the_buffer_and_batches() -> None:
     model = _small(DeMoSAC, gym.make("Pendulum-v1"), replay_buffer_kwargs=dict(imagined_fraction=0.25))
     model.learn(100)
