@@ -29,6 +29,11 @@ _EXPORTS: dict[str, str] = {
     "DeMoWrapper": "sb3_demo.wrappers",
     "DeMoVecEnvWrapper": "sb3_demo.wrappers",
     "DeMoCallback": "sb3_demo.wrappers",
+    "RealTimeController": "sb3_demo.realtime",
+    "SafetyWrapper": "sb3_demo.realtime",
+    "LatencyStats": "sb3_demo.realtime",
+    "ThreadedTrainCallback": "sb3_demo.realtime",
+    "check_model_allowed": "sb3_demo.realtime",
 }
 
 if TYPE_CHECKING:
@@ -45,6 +50,13 @@ if TYPE_CHECKING:
     from sb3_demo.dynamics.mujoco_rollout import MuJoCoRolloutDynamics
     from sb3_demo.planner import DMDMPCPlanner, PlanResult
     from sb3_demo.policies import DeMoPolicy
+    from sb3_demo.realtime import (
+        LatencyStats,
+        RealTimeController,
+        SafetyWrapper,
+        ThreadedTrainCallback,
+        check_model_allowed,
+    )
     from sb3_demo.wrappers import DeMoCallback, DeMoVecEnvWrapper, DeMoWrapper
 
 __all__ = [  # the same names as _EXPORTS (a test keeps them equal); static so linters see them
@@ -60,11 +72,16 @@ __all__ = [  # the same names as _EXPORTS (a test keeps them equal); static so l
     "DeMoWrapper",
     "DynamicsModel",
     "EnsembleDynamics",
+    "LatencyStats",
     "MountainCarContinuousDynamics",
     "MuJoCoRolloutDynamics",
     "PendulumDynamics",
     "PlanResult",
+    "RealTimeController",
+    "SafetyWrapper",
+    "ThreadedTrainCallback",
     "__version__",
+    "check_model_allowed",
 ]
 
 
