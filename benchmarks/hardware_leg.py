@@ -287,6 +287,29 @@ class EpisodeLog(BaseCallback):
     model_stop_at_threshold = True
 
 
+class RolloutPriority(BaseCallback):
+    """The control loop at ``SCHED_FIFO`` priority while collecting (episodes), back to normal for
+    training between them; the plant process stays at that priority (it sleeps between requests)."""
+
+    def __init__(self, env: Leg2REnv, rt_priority: int) -> None:
+        super().__init__()
+        self.rt_priority = rt_priority
+        os.sched_setscheduler(env._process.pid, os.SCHED_FIFO, os.sched_param(rt_priority))
+        self.normal = (os.sched_getscheduler(0), os.sched_getparam(0))
+
+    def _on_rollout_start(self) -> None:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_priority))
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        os.sched_setscheduler(0, *self.normal)
+
+    def _on_training_end(self) -> None:
+        os.sched_setscheduler(0, *self.normal)
+
+
 class EpisodeModelFit(BaseCallback):
     """Fit DeMoSAC's learned model at episode ends only (training off the control loop), every
     ``every`` env steps once ``starts`` steps were collected."""
@@ -349,6 +372,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         log = EpisodeLog(args.threshold, args.window, args.max_minutes)
         log.model_stop_at_threshold = not args.full
         callbacks: list[BaseCallback] = [log]
+        if args.rt_priority is not None:
+            callbacks.insert(0, RolloutPriority(leg, args.rt_priority))  # first: normal priority for the fit
         model_fit = None
         if args.algo == "demosac":
             model_fit = EpisodeModelFit(every=500, starts=1000)
@@ -366,6 +391,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "wall_clock": not args.sim,
         "threaded": args.threaded,
         "unconstrained": args.unconstrained,
+        "rt_priority": args.rt_priority,
         "threshold": args.threshold,
         "window": args.window,
         "reached": log.reached,
@@ -407,6 +433,12 @@ def main() -> None:
     tr.add_argument("--model-epochs", type=int, default=20)
     tr.add_argument("--threaded", action="store_true")
     tr.add_argument("--full", action="store_true", help="do not stop at the threshold")
+    tr.add_argument(
+        "--rt-priority",
+        type=int,
+        default=None,
+        help="SCHED_FIFO priority of the control loop during episodes",
+    )
     for p in (lat, tr):
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--sim", action="store_true", help="virtual-clock twin instead of the wall clock")
