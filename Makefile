@@ -20,7 +20,8 @@ $(STAMP): $(PY) pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m rl_zoo3.train --algo demorl_sac --env Pendulum-v1 -n 3000 --eval-freq 1000 --eval-episodes 5 --progress --seed 0 -f logs/demo
+	$(PY) -m rl_zoo3.train --algo demorl_sac --env Pendulum-v1 -n 3000 --eval-freq 1000 --eval-episodes 3 \
+		--progress --seed 0 --num-threads 1 -f logs/demo
 
 test: $(STAMP)
 	$(PY) -m ruff check sb3_demo tests benchmarks examples

@@ -28,6 +28,7 @@ HYPERPARAMS_DIR = _PACKAGED_DIR if _PACKAGED_DIR.is_dir() else _SOURCE_DIR
 ZOO_ALGOS: dict[str, str] = {
     "demorl_sac": "sb3_demo.algorithms:DeMoSAC",
     "demorl_td3": "sb3_demo.algorithms:DeMoTD3",
+    "demorl_ars": "sb3_demo.ars:DeMoARS",
 }
 
 

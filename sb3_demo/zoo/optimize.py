@@ -1,9 +1,9 @@
 """Optuna samplers and converters for ``python -m rl_zoo3.train --algo demorl_sac -optimize``.
 
-A demorl trial samples SAC's (or TD3's) own hyperparameters with rl_zoo3's ``sample_sac_params`` /
-``sample_td3_params`` and the planner's with :func:`sample_planner_params`: horizon, number of samples,
-number of mirror-descent iterations, the utility (exp with a temperature, or elite with an elite
-fraction) and the share of imagined transitions in each batch.
+A demorl trial samples SAC's (TD3's, ARS's) own hyperparameters with rl_zoo3's ``sample_sac_params`` /
+``sample_td3_params`` / ``sample_ars_params`` and the planner's with :func:`sample_planner_params`: horizon,
+number of samples, number of mirror-descent iterations, the utility (exp with a temperature, or elite with
+an elite fraction) and, for SAC/TD3, the share of imagined transitions in each batch.
 
 rl_zoo3 applies sampled values with a shallow ``dict.update``, which would replace the yml's whole
 ``planner_kwargs``; the sampled planner settings are therefore merged into the yml's nested settings
@@ -61,18 +61,20 @@ def merge_hyperparams(base: dict[str, Any], sampled: dict[str, Any]) -> dict[str
     return merged
 
 
-def sample_planner_params(trial: Any) -> dict[str, Any]:
+def sample_planner_params(trial: Any, augmentation: bool = True) -> dict[str, Any]:
     """Sample the planner's settings as Optuna's flat parameters (see :func:`convert_planner_params`).
 
     :param trial: an ``optuna.Trial``
+    :param augmentation: also sample ``imagined_fraction`` (algorithms with an AugmentedReplayBuffer)
     """
     params: dict[str, Any] = {
         "horizon": trial.suggest_int("horizon", *HORIZON_RANGE),
         "num_samples": trial.suggest_categorical("num_samples", list(NUM_SAMPLES_CHOICES)),
         "num_iterations": trial.suggest_int("num_iterations", *NUM_ITERATIONS_RANGE),
         "utility": trial.suggest_categorical("utility", ["exp", "elite"]),
-        "imagined_fraction": trial.suggest_float("imagined_fraction", *IMAGINED_FRACTION_RANGE),
     }
+    if augmentation:
+        params["imagined_fraction"] = trial.suggest_float("imagined_fraction", *IMAGINED_FRACTION_RANGE)
     if params["utility"] == "exp":
         params["temperature"] = trial.suggest_float("temperature", *TEMPERATURE_RANGE, log=True)
     else:
@@ -113,12 +115,20 @@ def convert_demorl_params(params: dict[str, Any]) -> dict[str, Any]:
     return {**convert_offpolicy_params(theirs), **convert_planner_params(ours)}
 
 
-def _make_sampler(base_sampler_name: str) -> Callable[[Any, int, int, dict], dict[str, Any]]:
+def convert_demorl_ars_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Converter for ``--trial-id`` of ``demorl_ars``: rl_zoo3's ``convert_ars_params`` plus the planner's."""
+    from rl_zoo3.hyperparams_opt import convert_ars_params
+
+    theirs, ours = _split(params)
+    return {**convert_ars_params(theirs), **convert_planner_params(ours)}
+
+
+def _make_sampler(base_sampler_name: str, augmentation: bool = True) -> Callable[[Any, int, int, dict], dict[str, Any]]:
     def sampler(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
         from rl_zoo3 import hyperparams_opt
 
         rl_params = getattr(hyperparams_opt, base_sampler_name)(trial, n_actions, n_envs, additional_args)
-        planner_params = convert_planner_params(sample_planner_params(trial))
+        planner_params = convert_planner_params(sample_planner_params(trial, augmentation=augmentation))
         base = _base_hyperparams.get()
         if base is None:
             return {**rl_params, **planner_params}
@@ -133,12 +143,15 @@ def _make_sampler(base_sampler_name: str) -> Callable[[Any, int, int, dict], dic
 
 sample_demorl_sac_params = _make_sampler("sample_sac_params")
 sample_demorl_td3_params = _make_sampler("sample_td3_params")
+sample_demorl_ars_params = _make_sampler("sample_ars_params", augmentation=False)
 
 SAMPLERS: dict[str, Callable[..., dict[str, Any]]] = {
     "demorl_sac": sample_demorl_sac_params,
     "demorl_td3": sample_demorl_td3_params,
+    "demorl_ars": sample_demorl_ars_params,
 }
 CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "demorl_sac": convert_demorl_params,
     "demorl_td3": convert_demorl_params,
+    "demorl_ars": convert_demorl_ars_params,
 }

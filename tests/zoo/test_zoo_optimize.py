@@ -15,9 +15,11 @@ import sb3_demo.zoo
 from sb3_demo import DeMoSAC
 from sb3_demo.zoo.optimize import (
     PLANNER_PARAMS,
+    convert_demorl_ars_params,
     convert_demorl_params,
     current_base_hyperparams,
     merge_hyperparams,
+    sample_demorl_ars_params,
     sample_demorl_sac_params,
     sample_demorl_td3_params,
 )
@@ -185,3 +187,18 @@ def test_merge_replaces_string_settings_and_merges_dicts() -> None:
         "gamma": 0.9,
     }
     assert base["planner_kwargs"] == {"horizon": 3, "num_particles": 4}  # not modified in place
+
+
+def test_ars_sampler_and_converter() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    trial = study.ask()
+    with current_base_hyperparams({"planner_kwargs": {"num_particles": 1}}):
+        params = sample_demorl_ars_params(trial, 1, 1, NO_HER)
+    assert params["planner_kwargs"]["num_particles"] == 1
+    assert params["planner_kwargs"]["horizon"] == trial.params["horizon"]
+    assert "replay_buffer_kwargs" not in params and "imagined_fraction" not in trial.params  # ARS has no buffer
+    assert 1 <= params["n_top"] <= params["n_delta"]
+    converted = convert_demorl_ars_params(trial.params)
+    assert converted["n_delta"] == params["n_delta"] and converted["planner_kwargs"] == {
+        key: value for key, value in params["planner_kwargs"].items() if key != "num_particles"
+    }

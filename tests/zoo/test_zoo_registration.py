@@ -15,18 +15,12 @@ import sb3_demo.zoo
 from sb3_demo.zoo import HYPERPARAMS_DIR, ZOO_ALGOS, hyperparams_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ZOO_ENVS = (
-    "Pendulum-v1",
-    "MountainCarContinuous-v0",
-    "InvertedPendulum-v5",
-    "InvertedDoublePendulum-v5",
-    "Reacher-v5",
-    "HalfCheetah-v5",
-    "Hopper-v5",
-    "Walker2d-v5",
-    "Ant-v5",
-    "default",
-)
+MUJOCO_ENVS = ("InvertedPendulum-v5", "InvertedDoublePendulum-v5", "Reacher-v5", "HalfCheetah-v5", "Hopper-v5")
+ZOO_ENVS = {
+    "demorl_sac": ("Pendulum-v1", "MountainCarContinuous-v0", *MUJOCO_ENVS, "Walker2d-v5", "Ant-v5", "default"),
+    "demorl_td3": ("Pendulum-v1", "MountainCarContinuous-v0", *MUJOCO_ENVS, "Walker2d-v5", "Ant-v5", "default"),
+    "demorl_ars": ("Pendulum-v1", "MountainCarContinuous-v0", "InvertedPendulum-v5", "default"),
+}
 
 
 def test_rl_zoo3_train_lists_demorl_algos_without_importing_sb3_demo_by_hand(tmp_path: Path) -> None:
@@ -37,17 +31,18 @@ def test_rl_zoo3_train_lists_demorl_algos_without_importing_sb3_demo_by_hand(tmp
         "import rl_zoo3.train\n"
         "from rl_zoo3.utils import ALGOS\n"
         "from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER, HYPERPARAMS_CONVERTER\n"
-        "print(ALGOS['demorl_sac'].__name__, ALGOS['demorl_td3'].__name__)\n"
-        "print('demorl_sac' in HYPERPARAMS_SAMPLER, 'demorl_td3' in HYPERPARAMS_CONVERTER)\n"
+        "print(ALGOS['demorl_sac'].__name__, ALGOS['demorl_td3'].__name__, ALGOS['demorl_ars'].__name__)\n"
+        "ours = [name for name in ALGOS if name.startswith('demorl_')]\n"
+        "print(all(name in HYPERPARAMS_SAMPLER and name in HYPERPARAMS_CONVERTER for name in ours))\n"
     )
     proc = run_python(["-c", code], cwd=tmp_path)
-    assert proc.stdout.split() == ["DeMoSAC", "DeMoTD3", "True", "True"]
+    assert proc.stdout.split() == ["DeMoSAC", "DeMoTD3", "DeMoARS", "True"]
     assert "could not register" not in proc.stderr
     # and argparse offers them as --algo choices
     help_text = run_python(["-m", "rl_zoo3.train", "--help"], cwd=tmp_path).stdout
     choices = re.search(r"--algo \{([^}]*)\}", help_text)
     assert choices is not None, help_text
-    assert {"demorl_sac", "demorl_td3", "sac", "td3"} <= set(choices.group(1).split(","))
+    assert {"demorl_sac", "demorl_td3", "demorl_ars", "sac", "td3"} <= set(choices.group(1).split(","))
 
 
 def test_startup_costs_nothing_when_rl_zoo3_is_not_used(tmp_path: Path) -> None:
@@ -131,14 +126,16 @@ def test_yml_files_cover_the_envs_and_state_their_status(algo: str) -> None:
     assert path.parent == HYPERPARAMS_DIR
     text = path.read_text()
     entries = yaml.safe_load(text)
-    assert set(ZOO_ENVS) <= set(entries)
+    assert set(ZOO_ENVS[algo]) <= set(entries)
     lines = text.splitlines()
-    for env_id in ZOO_ENVS:
+    for env_id in ZOO_ENVS[algo]:
         index = next(i for i, line in enumerate(lines) if line.startswith(f"{env_id}:"))
         comments = list(itertools.takewhile(lambda line: line.startswith("#"), reversed(lines[:index])))
-        assert comments and re.match(r"# (tuned|smoke|untested)\b", comments[-1]), f"{env_id}: no status comment"
+        assert comments and re.match(r"# (tuned|benchmarked|smoke|untested)\b", comments[-1]), (
+            f"{env_id}: no status comment"
+        )
         entry = entries[env_id]
-        assert entry["policy"] == "MlpPolicy" and entry["n_timesteps"] > 0
+        assert entry["policy"] in ("MlpPolicy", "LinearPolicy") and entry["n_timesteps"] > 0
         assert entry["model"] in ("ensemble", "analytic", "mujoco")
         assert entry["planner_kwargs"]["horizon"] >= 1
 
@@ -150,7 +147,11 @@ def test_one_broken_algorithm_does_not_stop_the_others(monkeypatch: pytest.Monke
     algos: dict[str, type] = {}
     with pytest.warns(RuntimeWarning, match="could not register demorl_broken"):
         registration.register_algorithms(algos)
-    assert algos["demorl_sac"].__name__ == "DeMoSAC" and algos["demorl_td3"].__name__ == "DeMoTD3"
+    assert [algos[name].__name__ for name in ("demorl_sac", "demorl_td3", "demorl_ars")] == [
+        "DeMoSAC",
+        "DeMoTD3",
+        "DeMoARS",
+    ]
     assert "demorl_broken" not in algos
     with pytest.raises(ValueError, match="module_name must be one of"):
         registration.register_module("rl_zoo3.enjoy", None)

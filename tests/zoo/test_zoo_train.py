@@ -11,6 +11,7 @@ import yaml
 from zoo_helpers import SMALL_PLANNER, run_python, saved_model, zoo_train
 
 from sb3_demo import AugmentedReplayBuffer, DeMoSAC, DeMoTD3
+from sb3_demo.ars import DeMoARS
 from sb3_demo.zoo import hyperparams_path
 
 
@@ -72,6 +73,7 @@ def test_rl_zoo3_enjoy_runs_a_trained_demorl_model(sac_logs: tuple[Path, str]) -
 
 
 def test_rl_zoo3_plots_read_demorl_logs(sac_logs: tuple[Path, str]) -> None:
+    pytest.importorskip("seaborn", reason="rl_zoo3.plots needs the plots extra: pip install 'sb3_demo[plots]'")
     logs, _ = sac_logs
     output = logs.parent / "all_plots"
     all_plots = ["-m", "rl_zoo3.plots.all_plots", "-a", "demorl_sac", "-e", "Pendulum-v1", "-f", str(logs)]
@@ -134,3 +136,15 @@ def test_conf_file_overrides_and_sb3_demo_train_entry_point(tmp_path: Path) -> N
     assert model.gamma == pytest.approx(0.9)
     assert model.planner_kwargs["num_samples"] == 8
     assert model.learning_starts == 50
+
+
+def test_rl_zoo3_train_demorl_ars(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    ars = ["n_delta:1", "n_top:1", "labels_per_update:16"]  # one ARS update: 2 episodes of 200 steps
+    stdout = zoo_train("demorl_ars", logs, "--hyperparams", SMALL_PLANNER, *ars, n_timesteps=400)
+    assert f"Loading hyperparameters from: {hyperparams_path('demorl_ars')}" in stdout
+    assert "distill_num_pairs" in stdout  # the layer labelled visited states and the policy was distilled
+    model = DeMoARS.load(saved_model(logs, "demorl_ars"), device="cpu")
+    assert isinstance(model, DeMoARS)
+    assert model.num_timesteps == 400
+    assert model.planner_kwargs["horizon"] == 2
