@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ THRESHOLDS = {"Pendulum-v1": -200.0, "InvertedPendulum-v5": 1000.0, "Hopper-v5":
 DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "Pendulum-v1": dict(
         planner_kwargs=dict(horizon=10, num_samples=100, num_particles=1, num_iterations=2, gamma_std=1.0),
-        model_kwargs=dict(hidden_sizes=(200, 200, 200)),
+        model_kwargs=dict(hidden_sizes=(128, 128, 128), num_members=5, num_elites=3),
         model_train_freq=250,
     ),
     "InvertedPendulum-v5": dict(
@@ -132,7 +133,8 @@ def main() -> None:
     parser.add_argument("--env", default="Pendulum-v1")
     parser.add_argument("--algos", nargs="+", default=["demosac", "sac"], choices=["demosac", "sac", "demotd3", "td3"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=6000, help="budget of the baselines")
+    parser.add_argument("--demo-steps", type=int, default=None, help="budget of the DeMo algorithms (default: --steps)")
     parser.add_argument("--eval-freq", type=int, default=500)
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--threshold", type=float, default=None)
@@ -142,20 +144,22 @@ def main() -> None:
     threshold = THRESHOLDS.get(args.env, 0.0) if args.threshold is None else args.threshold
 
     results: dict[str, Any] = {"env": args.env, "threshold": threshold, "steps": args.steps, "runs": {}}
+    results["command"] = "python benchmarks/sample_efficiency.py " + " ".join(sys.argv[1:])
     for seed in args.seeds:  # interleaved: every algorithm of a seed runs back to back on the same machine state
         for name in args.algos:
             print(f"{name} seed {seed}")
             model = make_algo(name, args.env, seed)
             recorder = EvalRecorder(args.env, args.eval_freq, args.eval_episodes, seed)
             t0 = time.perf_counter()
-            model.learn(args.steps, callback=recorder)
+            steps = args.demo_steps if (name.startswith("demo") and args.demo_steps) else args.steps
+            model.learn(steps, callback=recorder)
             wall = time.perf_counter() - t0 - recorder.eval_time
             results["runs"].setdefault(name, []).append(
                 {
                     "seed": seed,
                     "rows": recorder.rows,
                     "train_wall_s": wall,
-                    "wall_per_step_ms": 1000 * wall / args.steps,
+                    "wall_per_step_ms": 1000 * wall / steps,
                 }
             )
 
@@ -179,7 +183,8 @@ def summary_table(results: dict[str, Any]) -> str:
         for key in ("planner", "actor") if name.startswith("demo") else ("actor",):
             hits = [steps_to_threshold(r["rows"], key, threshold) for r in runs]
             # a run that never reaches the threshold counts as the budget (a lower bound for it)
-            med = float(np.median([h if np.isfinite(h) else results["steps"] for h in hits]))
+            budget = runs[0]["rows"][-1]["steps"]
+            med = float(np.median([h if np.isfinite(h) else budget for h in hits]))
             medians[f"{name}/{key}"] = med
             final = np.mean([r["rows"][-1][key] for r in runs])
             ms = np.mean([r["wall_per_step_ms"] for r in runs])
@@ -208,6 +213,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for name, runs in results["runs"].items():
         for key in ("planner", "actor") if name.startswith("demo") else ("actor",):
             steps = np.array([row["steps"] for row in runs[0]["rows"]])
+            runs = [r for r in runs if len(r["rows"]) == len(steps)]
             curves = np.array([[row[key] for row in r["rows"]] for r in runs])
             label = f"{name} ({key})" if name.startswith("demo") else name
             ax.plot(steps, curves.mean(0), label=label)
