@@ -66,6 +66,9 @@ class DeMoARS(ARS):
     :param model_fit_kwargs: arguments of a learned model's ``fit`` (e.g. ``max_epochs``)
     :param model_train_freq: env steps between fits of a learned model
     :param model_learning_starts: env steps of real data before the first fit
+    :param random_steps: env steps of uniformly random actions before the first ARS update (counted), so
+        that a learned model sees what the actions do (ARS's first policies barely move: zero weights and
+        small perturbations)
     :param planner_kwargs: :class:`~sb3_demo.DMDMPCPlanner` settings of the layer (missing ones from
         ``DEFAULT_LAYER_PLANNER_KWARGS``)
     :param value_rollout_steps: > 0: terminal value = that many steps of the linear policy in the model
@@ -77,6 +80,11 @@ class DeMoARS(ARS):
     :param distill_ridge: pull of the regression towards the ARS weights (per sample), > 0
     :param distill_weight: blend of the fitted weights into the policy after each update, in [0, 1]
         (0: plain ARS plus guided rollouts)
+    :param distill_check: run the distilled policy for ``n_eval_episodes`` episodes (counted env steps)
+        and adopt it only if its mean return is at least the mean return of this update's ARS candidates;
+        otherwise keep the ARS weights (the labels stay in the data set)
+    :param distill_patience: with ``distill_check``, stop distilling after this many rejections in a row
+        (from then on plain ARS); None never stops
     :param dataset_size: labelled pairs kept (the oldest are dropped)
     :param guided_episodes: episodes run by the layer every ``guided_every`` updates (counted env steps)
     :param guided_every: ARS updates between guided rollouts, >= 1
@@ -101,12 +109,15 @@ class DeMoARS(ARS):
         model_fit_kwargs: dict[str, Any] | None = None,
         model_train_freq: int = 250,
         model_learning_starts: int = 500,
+        random_steps: int = 0,
         planner_kwargs: dict[str, Any] | None = None,
         value_rollout_steps: int = 0,
         labels_per_update: int = 256,
         min_label_advantage: float | None = None,
         distill_ridge: float = 0.1,
         distill_weight: float = 1.0,
+        distill_check: bool = False,
+        distill_patience: int | None = None,
         dataset_size: int = 20_000,
         guided_episodes: int = 0,
         guided_every: int = 1,
@@ -122,6 +133,7 @@ class DeMoARS(ARS):
         for name, value, low in (
             ("model_train_freq", model_train_freq, 1),
             ("model_learning_starts", model_learning_starts, 0),
+            ("random_steps", random_steps, 0),
             ("value_rollout_steps", value_rollout_steps, 0),
             ("labels_per_update", labels_per_update, 0),
             ("dataset_size", dataset_size, 1),
@@ -143,6 +155,7 @@ class DeMoARS(ARS):
         self.model_fit_kwargs = dict(model_fit_kwargs or {})
         self.model_train_freq = model_train_freq
         self.model_learning_starts = model_learning_starts
+        self.random_steps = random_steps
         self.planner_kwargs = kwargs
         self.value_rollout_steps = value_rollout_steps
         self.labels_per_update = labels_per_update
@@ -151,6 +164,10 @@ class DeMoARS(ARS):
         self.min_label_advantage = None if min_label_advantage is None else float(min_label_advantage)
         self.distill_ridge = float(distill_ridge)
         self.distill_weight = float(distill_weight)
+        if distill_patience is not None and (not isinstance(distill_patience, int) or distill_patience < 1):
+            raise ValueError(f"distill_patience must be None or an integer >= 1, got {distill_patience!r}")
+        self.distill_check = bool(distill_check)
+        self.distill_patience = distill_patience
         self.dataset_size = dataset_size
         self.guided_episodes = guided_episodes
         self.guided_every = guided_every
@@ -200,8 +217,13 @@ class DeMoARS(ARS):
         self._reset_data()
         self._build_planners()
         self.num_guided_steps = 0
+        self.num_random_steps = 0
         self.num_labels = 0
         self.num_label_fallbacks = 0
+        self.num_distill_accepted = 0
+        self.num_distill_rejected = 0
+        self._rejections_in_a_row = 0
+        self._candidate_episode_returns: list[float] = []
 
     def _reset_data(self) -> None:
         obs_dim = int(self.observation_space.shape[0])  # type: ignore[index]
@@ -327,6 +349,7 @@ class DeMoARS(ARS):
         train_policy = copy.deepcopy(self.policy)
         self.ep_info_buffer = []  # type: ignore[assignment]
         self._visited = []
+        self._candidate_episode_returns = []
         callback.on_rollout_start()
 
         def act(obs: np.ndarray, raw: np.ndarray) -> np.ndarray:
@@ -341,6 +364,7 @@ class DeMoARS(ARS):
                 lengths.append(length)
                 self._visited.append(observations)
             candidate_returns[idx] = sum(returns) + self.alive_bonus_offset * sum(lengths)
+            self._candidate_episode_returns.extend(returns)
             self._mimic_monitor_wrapper(np.asarray(returns), np.asarray(lengths))
         callback.on_rollout_end()
         return candidate_returns
@@ -365,7 +389,8 @@ class DeMoARS(ARS):
         if not self._model_is_learned:
             return
         n = len(self._transitions["obs"])
-        if n < self.model_learning_starts or self.num_timesteps - self._steps_at_last_fit < self.model_train_freq:
+        due = not self._model_ready or self.num_timesteps - self._steps_at_last_fit >= self.model_train_freq
+        if n < max(1, self.model_learning_starts) or not due:
             return
         tr = {k: np.asarray(v, dtype=np.float32) for k, v in self._transitions.items()}
         stats = self.dynamics.fit(  # type: ignore[union-attr]
@@ -422,9 +447,41 @@ class DeMoARS(ARS):
         self.weights = th.nn.utils.parameters_to_vector(self.policy.parameters()).detach()  # type: ignore[assignment]
         return {"mse_before": before, "mse_after": after, "num_pairs": float(len(targets))}
 
+    def _check_distilled(self, previous: np.ndarray, callback: BaseCallback) -> None:
+        """Keep the distilled weights only if they do at least as well as this update's ARS candidates."""
+        policy = self.policy
+
+        def act(obs: np.ndarray, raw: np.ndarray) -> np.ndarray:
+            return policy.predict(obs, deterministic=True)[0]
+
+        returns = [self._run_episode(act, callback)[0] for _ in range(self.n_eval_episodes)]
+        baseline = float(np.mean(self._candidate_episode_returns)) if self._candidate_episode_returns else -math.inf
+        if float(np.mean(returns)) >= baseline:
+            self.num_distill_accepted += 1
+            self._rejections_in_a_row = 0
+        else:
+            self.num_distill_rejected += 1
+            self._rejections_in_a_row += 1
+            self.policy.load_from_vector(previous)
+            self.weights = th.as_tensor(previous, device=self.device)  # type: ignore[assignment]
+
     # ------------------------------------------------------------------ the update
 
+    def _random_warmup(self, callback: BaseCallback) -> None:
+        """Episodes of uniformly random actions until ``random_steps`` (their transitions feed the model)."""
+        assert isinstance(self.action_space, spaces.Box)
+        space = self.action_space
+        rng = np.random.default_rng(self.seed)
+
+        def act(obs: np.ndarray, raw: np.ndarray) -> np.ndarray:
+            return rng.uniform(space.low, space.high).astype(np.float32)[None]
+
+        while self.num_random_steps < self.random_steps:
+            self.num_random_steps += self._run_episode(act, callback)[1]
+
     def _do_one_update(self, callback: BaseCallback, async_eval: AsyncEval | None) -> None:
+        if self.num_random_steps < self.random_steps:
+            self._random_warmup(callback)
         super()._do_one_update(callback, async_eval)  # ARS: candidates in the env, then the ARS step
         self._maybe_fit_model()
         if not self._model_ready:
@@ -438,9 +495,15 @@ class DeMoARS(ARS):
             count = min(self.labels_per_update, len(visited))
             pick = np.sort(np.random.default_rng(self.num_timesteps).choice(len(visited), count, replace=False))
             self._add_labels(*self.label_states(visited[pick]))
-        if self.distill_weight > 0.0 and len(self._label_obs) > 0:
+        stopped = self.distill_patience is not None and self._rejections_in_a_row >= self.distill_patience
+        if self.distill_weight > 0.0 and len(self._label_obs) > 0 and not stopped:
+            previous = self.policy.parameters_to_vector()
             stats = self.distill()
+            if self.distill_check:
+                self._check_distilled(previous, callback)
             for key, value in stats.items():
                 self.logger.record(f"demo/distill_{key}", value)
+        self.logger.record("demo/distill_accepted", self.num_distill_accepted)
+        self.logger.record("demo/distill_rejected", self.num_distill_rejected)
         self.logger.record("demo/guided_steps", self.num_guided_steps)
         self.logger.record("demo/label_fallbacks", self.num_label_fallbacks)
