@@ -41,7 +41,13 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.monitor import Monitor
 
 from sb3_demo.envs import Leg2REnv, Leg2RNominalDynamics, ik_tracking_action, leg_reward_fn
-from sb3_demo.realtime import LatencyStats, RealTimeController, ThreadedTrainCallback, check_model_allowed
+from sb3_demo.realtime import (
+    LatencyStats,
+    RealTimeController,
+    RealTimeRolloutCallback,
+    ThreadedTrainCallback,
+    check_model_allowed,
+)
 
 PERIOD = 0.008
 BUDGET_FRACTION = 0.75
@@ -287,29 +293,6 @@ class EpisodeLog(BaseCallback):
     model_stop_at_threshold = True
 
 
-class RolloutPriority(BaseCallback):
-    """The control loop at ``SCHED_FIFO`` priority while collecting (episodes), back to normal for
-    training between them; the plant process stays at that priority (it sleeps between requests)."""
-
-    def __init__(self, env: Leg2REnv, rt_priority: int) -> None:
-        super().__init__()
-        self.rt_priority = rt_priority
-        os.sched_setscheduler(env._process.pid, os.SCHED_FIFO, os.sched_param(rt_priority))
-        self.normal = (os.sched_getscheduler(0), os.sched_getparam(0))
-
-    def _on_rollout_start(self) -> None:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_priority))
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        os.sched_setscheduler(0, *self.normal)
-
-    def _on_training_end(self) -> None:
-        os.sched_setscheduler(0, *self.normal)
-
-
 class EpisodeModelFit(BaseCallback):
     """Fit DeMoSAC's learned model at episode ends only (training off the control loop), every
     ``every`` env steps once ``starts`` steps were collected."""
@@ -372,8 +355,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         log = EpisodeLog(args.threshold, args.window, args.max_minutes)
         log.model_stop_at_threshold = not args.full
         callbacks: list[BaseCallback] = [log]
+        # first in the list: back to normal priority (and the garbage collector on) before the model fit
         if args.rt_priority is not None:
-            callbacks.insert(0, RolloutPriority(leg, args.rt_priority))  # first: normal priority for the fit
+            rt = RealTimeRolloutCallback(args.rt_priority, extra_pids=(leg._process.pid,))
+        else:
+            rt = RealTimeRolloutCallback(None)
+        callbacks.insert(0, rt)
         model_fit = None
         if args.algo == "demosac":
             model_fit = EpisodeModelFit(every=500, starts=1000)

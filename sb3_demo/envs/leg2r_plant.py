@@ -37,8 +37,11 @@ from sb3_demo.envs.leg2r_model import (
 
 WATCHDOG_MODES = ("damp", "home")
 # longest stretch of unobserved time the plant integrates when catching up; beyond it the plant only
-# integrates the last MAX_CATCH_UP seconds (the leg has long settled under its held command by then)
-MAX_CATCH_UP = 5.0
+# integrates the last MAX_CATCH_UP seconds (the leg has settled under its held command by then)
+MAX_CATCH_UP = 1.0
+# while the homing routine holds the leg after a reset (at rest), only this much of a longer wait is
+# integrated: the state does not change, and the first command's reply should not wait for the catch-up
+MAX_HOLD_CATCH_UP = 0.05
 # qpos = [rail, hip, knee], qvel likewise -> [q_hip, q_knee, dq_hip, dq_knee, rail_height, rail_velocity]
 _SENSOR_ORDER = np.array([1, 2, 4, 5, 0, 3])
 
@@ -147,8 +150,9 @@ class Leg2RPlant:
 
     def _advance_to(self, t: float) -> None:
         assert self._time is not None
-        if t - self._time > MAX_CATCH_UP:
-            self._time = t - MAX_CATCH_UP
+        catch_up = MAX_HOLD_CATCH_UP if self._holding else MAX_CATCH_UP
+        if t - self._time > catch_up:
+            self._time = t - catch_up
         timeout = self.config.watchdog_timeout
         while self._time + 0.5 * self._dt <= t:
             while self._pending and self._pending[0][0] <= self._time + 0.5 * self._dt:
@@ -198,7 +202,7 @@ class Leg2RPlant:
             self._time = max(self._time, t)
         self._pending.clear()
         self._watchdog_tripped = False
-        self._holding = True
+        self._holding = False  # the homing itself is integrated in full
         self._set_position_loops(True)
         home = np.asarray(HOME_ACTION) + self._rng.uniform(-1, 1, size=2) * self.config.home_noise
         self._set_targets(home)
@@ -207,6 +211,7 @@ class Leg2RPlant:
         self._history.clear()
         self._history.append((self._time, self._sensors()))
         self._advance_to(start)
+        self._holding = True
         self._episode_start = start
         return self.observe(start)
 

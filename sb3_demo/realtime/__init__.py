@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "SafetyWrapper": "sb3_demo.realtime.safety",
     "Watchdog": "sb3_demo.realtime.safety",
     "ExecutedActionCallback": "sb3_demo.realtime.training",
+    "RealTimeRolloutCallback": "sb3_demo.realtime.training",
     "ThreadedTrainCallback": "sb3_demo.realtime.training",
 }
 
@@ -39,7 +40,11 @@ if TYPE_CHECKING:
     )
     from sb3_demo.realtime.latency import LatencyLoggerCallback, LatencyStats
     from sb3_demo.realtime.safety import SafetyWrapper, Watchdog
-    from sb3_demo.realtime.training import ExecutedActionCallback, ThreadedTrainCallback
+    from sb3_demo.realtime.training import (
+        ExecutedActionCallback,
+        RealTimeRolloutCallback,
+        ThreadedTrainCallback,
+    )
 
 __all__ = [
     "DeadlineGuard",
@@ -49,6 +54,7 @@ __all__ = [
     "LatencyLoggerCallback",
     "LatencyStats",
     "RealTimeController",
+    "RealTimeRolloutCallback",
     "SafetyWrapper",
     "ThreadedTrainCallback",
     "Watchdog",

@@ -17,11 +17,16 @@ training thread into the shared logger, and fails at the end of a run that never
 
 :class:`ExecutedActionCallback` makes the replay buffer store ``info["executed_action"]`` (what the
 safety layer or an MPC wrapper really sent) instead of the policy's proposal.
+
+:class:`RealTimeRolloutCallback` keeps the control loop on time while SB3 collects: a real-time
+scheduling priority and no garbage-collector pauses during rollouts, normal again for training.
 """
 
 from __future__ import annotations
 
 import copy
+import gc
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -290,3 +295,83 @@ class ExecutedActionCallback(BaseCallback):
             buffer_actions[i] = scaled.reshape(buffer_actions[i].shape)
             self.replaced += 1
         return True
+
+
+class RealTimeRolloutCallback(BaseCallback):
+    """Keep the control loop on time while SB3 collects experience.
+
+    During each rollout (an episode with ``train_freq=(1, "episode")``) the collecting thread runs at
+    ``SCHED_FIFO`` priority and Python's garbage collector is paused (a full collection of a large
+    torch/SB3 heap takes tens of milliseconds: several control periods); before the rollout the garbage
+    is collected, after it both are restored, so training between episodes runs at normal priority.
+
+    :param rt_priority: ``SCHED_FIFO`` priority (1-99) of the collecting thread during rollouts, or None
+        to leave the scheduling alone; needs the privilege (``PermissionError`` when the run starts)
+    :param disable_gc: collect garbage before each rollout and pause the collector during it
+    :param extra_pids: processes kept at ``rt_priority`` for the whole run (e.g. a robot's driver process)
+    """
+
+    def __init__(
+        self,
+        rt_priority: int | None = None,
+        disable_gc: bool = True,
+        extra_pids: tuple[int, ...] = (),
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(verbose)
+        if rt_priority is not None and (not isinstance(rt_priority, int) or not 1 <= rt_priority <= 99):
+            raise ValueError(f"rt_priority must be an integer in [1, 99] or None, got {rt_priority!r}")
+        if rt_priority is None and extra_pids:
+            raise ValueError("extra_pids needs an rt_priority")
+        self.rt_priority = rt_priority
+        self.disable_gc = disable_gc
+        self.extra_pids = tuple(extra_pids)
+        self._normal: tuple[int, Any] | None = None
+        self._extra_normal: list[tuple[int, int, Any]] = []
+        self._gc_was_enabled = gc.isenabled()
+
+    def _init_callback(self) -> None:
+        if self.rt_priority is None:
+            return
+        self._normal = (os.sched_getscheduler(0), os.sched_getparam(0))
+        try:
+            for pid in self.extra_pids:
+                self._extra_normal.append((pid, os.sched_getscheduler(pid), os.sched_getparam(pid)))
+                os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(self.rt_priority))
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_priority))  # check the privilege
+            os.sched_setscheduler(0, *self._normal)
+        except PermissionError as exc:
+            self._restore_extra()
+            raise PermissionError(
+                "RealTimeRolloutCallback(rt_priority=...) needs the privilege to use SCHED_FIFO "
+                "(root or CAP_SYS_NICE); pass rt_priority=None to only pause the garbage collector"
+            ) from exc
+
+    def _restore_extra(self) -> None:
+        for pid, policy, param in self._extra_normal:
+            try:
+                os.sched_setscheduler(pid, policy, param)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self._extra_normal = []
+
+    def _on_rollout_start(self) -> None:
+        if self.disable_gc:
+            self._gc_was_enabled = gc.isenabled()
+            gc.collect()
+            gc.disable()
+        if self.rt_priority is not None:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_priority))
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self._normal is not None:
+            os.sched_setscheduler(0, *self._normal)
+        if self.disable_gc and self._gc_was_enabled:
+            gc.enable()
+
+    def _on_training_end(self) -> None:
+        self._on_rollout_end()
+        self._restore_extra()

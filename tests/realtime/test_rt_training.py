@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch as th
 from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_demo.envs import Leg2REnv
 from sb3_demo.realtime import ExecutedActionCallback, SafetyWrapper, ThreadedTrainCallback
@@ -172,3 +173,39 @@ def test_demosac_under_the_contract_with_threaded_training():
         assert not th.equal(acting, learner_copy)  # fitted in the loop, kept at the final sync
     finally:
         env.close()
+
+
+def test_realtime_rollout_callback_pauses_gc_and_raises_priority_only_while_collecting(short_leg):
+    import gc
+    import os
+
+    from stable_baselines3.common.callbacks import CallbackList
+
+    from sb3_demo.realtime import RealTimeRolloutCallback
+
+    class Probe(BaseCallback):  # records the collector and scheduling state during steps
+        def __init__(self) -> None:
+            super().__init__()
+            self.gc_during: set[bool] = set()
+            self.policy_during: set[int] = set()
+
+        def _on_step(self) -> bool:
+            self.gc_during.add(gc.isenabled())
+            self.policy_during.add(os.sched_getscheduler(0))
+            return True
+
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        priority: int | None = 5
+    except PermissionError:
+        priority = None
+    model = small_sac(short_leg, train_freq=(1, "episode"), gradient_steps=1)
+    probe = Probe()
+    model.learn(2 * EPISODE_STEPS, callback=CallbackList([RealTimeRolloutCallback(priority), probe]))
+    assert probe.gc_during == {False} and gc.isenabled()
+    if priority is not None:
+        assert probe.policy_during == {os.SCHED_FIFO}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    with pytest.raises(ValueError, match="rt_priority"):
+        RealTimeRolloutCallback(rt_priority=0)
