@@ -390,6 +390,36 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def plot(args: argparse.Namespace) -> dict[str, Any]:
+    """Tracking return against env steps (and wall-clock minutes) of ``train`` result files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for path in args.inputs:
+        with open(path) as f:
+            run = json.load(f)
+        size = f"-{run['size']}" if run.get("size") else ""
+        label = f"{run['algo']}{size} ({'wall clock' if run['wall_clock'] else 'virtual clock'})"
+        steps = [e["steps"] for e in run["episodes"]]
+        returns = [e["tracking_return"] for e in run["episodes"]]
+        axes[0].plot(steps, returns, marker=".", label=label)
+        if run["wall_clock"]:
+            axes[1].plot([e["minutes"] for e in run["episodes"]], returns, marker=".", label=label)
+    for ax, xlabel in zip(axes, ("env steps", "wall-clock minutes (wall-clock runs)")):
+        ax.axhline(args.threshold, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("tracking return (mean reward per step x 500)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("2R leg, seed 0: SAC vs DeMoSAC")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=110)
+    return {"plot": args.out}
+
+
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
@@ -426,12 +456,19 @@ def main() -> None:
         default=None,
         help="SCHED_FIFO priority of the control loop during episodes",
     )
+    pl = sub.add_parser("plot")
+    pl.add_argument("inputs", nargs="+")
+    pl.add_argument("--threshold", type=float, default=400.0)
+    pl.add_argument("--out", type=str, required=True)
     for p in (lat, tr):
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--sim", action="store_true", help="virtual-clock twin instead of the wall clock")
         p.add_argument("--out", type=str, default=None)
     args = parser.parse_args()
     th.set_num_threads(1)
+    if args.command == "plot":
+        print(plot(args))
+        return
     result = latency(args) if args.command == "latency" else train(args)
     if args.out:
         with open(args.out, "w") as f:
