@@ -1,0 +1,310 @@
+"""Stock SAC + DeMoVecEnvWrapper/DeMoCallback beside stock SAC, same run, several seeds: steps to a threshold.
+
+Both use RL Zoo's SAC hyperparameters for the env (``rl_zoo3/hyperparams/sac.yml``; envs missing there
+take its ``default`` entry, i.e. SAC's defaults). The guided run adds only the wrapper (planner settings
+below) and the callback. Every ``--eval-freq`` env steps each agent is evaluated on a separate env with
+deterministic actions: the bare SAC actor (what ``model.predict`` gives, no planner) for both, and for
+the guided run also the actor with the wrapper in the loop (deterministic plans, ``--guided-episodes``
+episodes). Seeds and configurations run interleaved in one process.
+
+Writes ``benchmarks/results/wrapper_<env>.json`` and ``wrapper_<env>.png`` and prints a markdown table.
+
+Example (what ``benchmarks/results/wrapper.md`` reports)::
+
+    python benchmarks/wrapper_vs_stock.py --env Pendulum-v1 --steps 10000 --seeds 0 1 2
+    python benchmarks/wrapper_vs_stock.py --env InvertedPendulum-v5 --steps 10000 --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+import yaml
+from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+
+from sb3_demo import AugmentedReplayBuffer, DeMoCallback, DeMoVecEnvWrapper, DeMoWrapper
+
+RESULTS = Path(__file__).resolve().parent / "results"
+THRESHOLDS = {"Pendulum-v1": -200.0, "InvertedPendulum-v5": 950.0}
+
+# Pendulum swing-up needs a long look-ahead until the critic is good: 15 steps, sharp weights (temperature 0.1)
+PENDULUM_PLANNER = dict(horizon=15, num_samples=64, num_particles=1, num_iterations=2, temperature=0.1, gamma_std=1.0)
+
+# what the guided run adds: the wrapper's and the callback's settings per env and model
+WRAPPER_SETTINGS: dict[str, dict[str, Any]] = {
+    "Pendulum-v1/analytic": dict(
+        wrapper=dict(
+            model="analytic",
+            planner_kwargs=PENDULUM_PLANNER,
+        ),
+        callback=dict(),
+    ),
+    "Pendulum-v1/analytic+imagined": dict(
+        wrapper=dict(
+            model="analytic",
+            planner_kwargs=PENDULUM_PLANNER,
+        ),
+        callback=dict(),
+        # the planner's imagined transitions (its mean plan rolled through the model) fill half of each batch
+        agent=dict(replay_buffer_class=AugmentedReplayBuffer, replay_buffer_kwargs=dict(imagined_fraction=0.5)),
+    ),
+    "Pendulum-v1/ensemble": dict(
+        wrapper=dict(
+            model="ensemble",
+            model_kwargs=dict(num_members=5, num_elites=3, hidden_sizes=(200, 200, 200)),
+            planner_kwargs=PENDULUM_PLANNER,
+        ),
+        callback=dict(model_train_freq=250, model_fit_kwargs=dict(max_epochs=25)),
+    ),
+    "InvertedPendulum-v5/ensemble": dict(
+        wrapper=dict(
+            model="ensemble",
+            model_kwargs=dict(num_members=5, num_elites=3, hidden_sizes=(200, 200, 200)),
+            planner_kwargs=dict(horizon=10, num_samples=64, num_particles=1, num_iterations=2),
+        ),
+        callback=dict(model_train_freq=250, model_fit_kwargs=dict(max_epochs=25)),
+    ),
+}
+
+
+def zoo_sac_hyperparams(env_id: str) -> dict[str, Any]:
+    """RL Zoo's SAC hyperparameters for ``env_id`` (its ``default`` entry when the env is not listed)."""
+    import rl_zoo3
+
+    table = yaml.safe_load((Path(rl_zoo3.__file__).parent / "hyperparams" / "sac.yml").read_text())
+    params = dict(table.get(env_id, table["default"]))
+    for key in ("n_timesteps", "policy", "normalize", "n_envs", "callback", "env_wrapper"):
+        params.pop(key, None)
+    if isinstance(params.get("policy_kwargs"), str):
+        params["policy_kwargs"] = eval(params["policy_kwargs"])  # RL Zoo's own convention
+    return params
+
+
+class EvalRecorder(BaseCallback):
+    """Evaluate the bare actor (and, for guided runs, the actor with the wrapper) every ``eval_freq`` steps."""
+
+    def __init__(
+        self,
+        env_id: str,
+        eval_freq: int,
+        episodes: int,
+        seed: int,
+        guided_env: DeMoWrapper | None,
+        guided_episodes: int,
+        guided_eval_freq: int,
+    ) -> None:
+        super().__init__()
+        self.eval_env = Monitor(gym.make(env_id))
+        self.guided_env = guided_env
+        self.eval_freq, self.episodes, self.seed = eval_freq, episodes, seed
+        self.guided_episodes = guided_episodes
+        self.guided_eval_freq = guided_eval_freq
+        self.rows: list[dict[str, float]] = []
+        self.eval_time = 0.0
+
+    def _evaluate(self) -> None:
+        t0 = time.perf_counter()
+        row: dict[str, float] = {"steps": float(self.num_timesteps)}
+        self.eval_env.reset(seed=10_000 + self.seed)
+        row["actor"] = float(evaluate_policy(self.model, self.eval_env, self.episodes)[0])
+        if self.guided_env is not None and self.num_timesteps % self.guided_eval_freq == 0:
+            if self.guided_env.guide.active:
+                self.guided_env.reset(seed=20_000 + self.seed)
+                row["guided"] = float(evaluate_policy(self.model, self.guided_env, self.guided_episodes)[0])
+            else:  # the planner is not on yet (learned model not fitted): the wrapper passes the actor through
+                row["guided"] = row["actor"]
+        self.eval_time += time.perf_counter() - t0
+        self.rows.append(row)
+        values = ", ".join(f"{k}={v:.1f}" for k, v in row.items() if k != "steps")
+        print(f"  seed {self.seed} {self.num_timesteps:>6}: {values}", flush=True)
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.eval_freq == 0:
+            self._evaluate()
+        return True
+
+
+def run(env_id: str, config: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    params = zoo_sac_hyperparams(env_id)
+    venv: Any = make_vec_env(env_id, n_envs=1, seed=seed)
+    callbacks: list[BaseCallback] = []
+    guided_env = None
+    demo_callback = None
+    if config != "sac":
+        settings = WRAPPER_SETTINGS[f"{env_id}/{config.split(':')[1]}"]
+        venv = DeMoVecEnvWrapper(venv, **settings["wrapper"])
+        # built before learn(): DeMoCallback attaches it for evaluation (deterministic plans, training model)
+        guided_env = DeMoWrapper(Monitor(gym.make(env_id)), **settings["wrapper"])
+        demo_callback = DeMoCallback(**settings["callback"])
+        callbacks.append(demo_callback)
+        params.update(settings.get("agent", {}))
+    recorder = EvalRecorder(
+        env_id, args.eval_freq, args.eval_episodes, seed, guided_env, args.guided_episodes, args.guided_eval_freq
+    )
+    callbacks.append(recorder)
+    agent = SAC("MlpPolicy", venv, seed=seed, **params)
+    t0 = time.perf_counter()
+    agent.learn(args.steps, callback=callbacks)
+    train_wall = time.perf_counter() - t0 - recorder.eval_time
+    out: dict[str, Any] = {"seed": seed, "rows": recorder.rows, "train_wall_s": train_wall}
+    if demo_callback is not None:
+        out["model_fits"] = demo_callback.num_model_fits
+        out["guided_fraction"] = venv.guide.num_planned / max(venv.guide.num_steps, 1)
+    return out
+
+
+def run_seed(job: tuple[str, list[str], int, argparse.Namespace]) -> tuple[int, dict[str, Any]]:
+    """Every configuration for one seed, back to back (one worker process)."""
+    env_id, configs, seed, args = job
+    th.set_num_threads(1)
+    runs = {}
+    for config in configs:
+        print(f"{env_id} {config} seed {seed}", flush=True)
+        runs[config] = run(env_id, config, seed, args)
+    return seed, runs
+
+
+def steps_to_threshold(rows: list[dict[str, float]], key: str, threshold: float) -> float:
+    """First evaluation step whose mean return reaches the threshold (nan: never)."""
+    for row in rows:
+        if key in row and row[key] >= threshold:
+            return row["steps"]
+    return float("nan")
+
+
+def curve(rows: list[dict[str, float]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and returns of the evaluations that measured ``key``."""
+    kept = [row for row in rows if key in row]
+    return np.array([row["steps"] for row in kept]), np.array([row[key] for row in kept])
+
+
+def summary(results: dict[str, Any]) -> str:
+    threshold, budget = results["threshold"], results["steps"]
+    lines = [
+        f"**{results['env']}**: threshold {threshold:g}, budget {budget} steps, seeds {results['seeds']}, "
+        f"eval every {results['eval_freq']} steps ({results['eval_episodes']} episodes); guided eval every "
+        f"{results['guided_eval_freq']} steps ({results['guided_episodes']} episode)",
+        "",
+        "| run | evaluated policy | steps to threshold per seed | mean (never = budget) | final return per seed "
+        "| train wall s (mean) |",
+        "|---|---|---|---|---|---|",
+    ]
+    means: dict[str, float] = {}
+    for config, runs in results["runs"].items():
+        for key in ("actor",) if config == "sac" else ("actor", "guided"):
+            hits = [steps_to_threshold(r["rows"], key, threshold) for r in runs]
+            mean = float(np.mean([h if np.isfinite(h) else budget for h in hits]))
+            means[f"{config}/{key}"] = mean
+            hit_s = ", ".join("never" if not np.isfinite(h) else f"{h:.0f}" for h in hits)
+            finals = ", ".join(f"{curve(r['rows'], key)[1][-1]:.0f}" for r in runs)
+            wall = np.mean([r["train_wall_s"] for r in runs])
+            what = "bare SAC actor" if key == "actor" else "actor + wrapper (deterministic plans)"
+            lines.append(f"| {config} | {what} | {hit_s} | {mean:.0f} | {finals} | {wall:.0f} |")
+    lines.append("")
+    base = means.get("sac/actor")
+    for config in results["runs"]:
+        if config == "sac" or base is None:
+            continue
+        for key in ("actor", "guided"):
+            lines.append(
+                f"- steps-to-threshold ratio SAC / {config} ({key}): **{base / means[f'{config}/{key}']:.2f}** "
+                "(means over seeds; a run that never reaches the threshold counts as the budget)"
+            )
+        wall = np.mean([r["train_wall_s"] for r in results["runs"][config]]) / np.mean(
+            [r["train_wall_s"] for r in results["runs"]["sac"]]
+        )
+        lines.append(f"- training wall-clock {config} / SAC: {wall:.2f}x")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for config, runs in results["runs"].items():
+        for key in ("actor",) if config == "sac" else ("actor", "guided"):
+            steps = curve(runs[0]["rows"], key)[0]
+            curves = np.array([curve(r["rows"], key)[1] for r in runs])
+            label = "SAC" if config == "sac" else f"SAC + {config.split(':')[1]} wrapper ({key})"
+            ax.plot(steps, curves.mean(0), label=label)
+            ax.fill_between(steps, curves.min(0), curves.max(0), alpha=0.15)
+    ax.axhline(results["threshold"], color="k", ls="--", lw=0.8)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("mean eval return")
+    ax.set_title(f"{results['env']}: {len(results['seeds'])} seeds (mean, min-max)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="Pendulum-v1", choices=sorted(THRESHOLDS))
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=None,
+        help="'sac' and 'wrapper:<model>' (default: sac plus every model listed for the env)",
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--eval-freq", type=int, default=500)
+    parser.add_argument("--eval-episodes", type=int, default=3)
+    parser.add_argument("--guided-episodes", type=int, default=1)
+    parser.add_argument("--guided-eval-freq", type=int, default=1000, help="a multiple of --eval-freq")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at once")
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    models = [key.split("/")[1] for key in WRAPPER_SETTINGS if key.startswith(args.env + "/")]
+    configs = args.configs or ["sac"] + [f"wrapper:{model}" for model in models]
+    results: dict[str, Any] = {
+        "env": args.env,
+        "threshold": THRESHOLDS[args.env],
+        "steps": args.steps,
+        "seeds": args.seeds,
+        "eval_freq": args.eval_freq,
+        "eval_episodes": args.eval_episodes,
+        "guided_episodes": args.guided_episodes,
+        "guided_eval_freq": args.guided_eval_freq,
+        "sac_hyperparams": {k: str(v) for k, v in zoo_sac_hyperparams(args.env).items()},
+        "wrapper_settings": {k: str(v) for k, v in WRAPPER_SETTINGS.items() if k.startswith(args.env + "/")},
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {th.__version__}, "
+        f"1 thread per process, {args.jobs} processes",
+        "runs": {},
+    }
+    start = time.perf_counter()
+    stem = f"wrapper_{args.env}{args.tag}"
+    by_seed: dict[int, dict[str, Any]] = {}
+    jobs = [(args.env, configs, seed, args) for seed in args.seeds]
+    with multiprocessing.get_context("spawn").Pool(min(args.jobs, len(jobs))) as pool:
+        for seed, runs in pool.imap_unordered(run_seed, jobs):
+            by_seed[seed] = runs
+            results["runs"] = {c: [by_seed[s][c] for s in args.seeds if s in by_seed] for c in configs}
+            results["total_wall_s"] = time.perf_counter() - start
+            RESULTS.mkdir(exist_ok=True)  # saved after every seed: a cut-off benchmark keeps what it measured
+            (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1))
+    plot(results, RESULTS / f"{stem}.png")
+    print(summary(results))
+    print(f"total wall-clock: {results['total_wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
