@@ -139,7 +139,11 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--tag", default="")
+    parser.add_argument("--merge", nargs="+", default=None, help="JSON files to combine instead of running")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, f"sample_efficiency_{args.env}{args.tag}")
+        return
     th.set_num_threads(1)
     threshold = THRESHOLDS.get(args.env, 0.0) if args.threshold is None else args.threshold
 
@@ -162,12 +166,32 @@ def main() -> None:
                     "wall_per_step_ms": 1000 * wall / steps,
                 }
             )
+            RESULTS.mkdir(exist_ok=True)  # partial results survive an interrupted run
+            (RESULTS / f"sample_efficiency_{args.env}{args.tag}.partial.json").write_text(json.dumps(results))
 
+    finish(results, RESULTS / f"sample_efficiency_{args.env}{args.tag}")
+
+
+def finish(results: dict[str, Any], stem: Path) -> None:
+    """Write the JSON, print the table, draw the curves."""
     RESULTS.mkdir(exist_ok=True)
-    stem = f"sample_efficiency_{args.env}{args.tag}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1))
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
     print(summary_table(results))
-    plot(results, RESULTS / f"{stem}.png")
+    plot(results, stem.with_suffix(".png"))
+
+
+def merge(paths: list[str], out: str) -> None:
+    """Combine runs of the same env and algorithms saved by separate processes (e.g. one per seed)."""
+    merged: dict[str, Any] | None = None
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        if merged is None:
+            merged = {**part, "runs": {}, "command": []}
+        for name, runs in part["runs"].items():
+            merged["runs"].setdefault(name, []).extend(runs)
+        merged["command"].append(part.get("command", "?"))
+    assert merged is not None
+    finish(merged, RESULTS / out)
 
 
 def summary_table(results: dict[str, Any]) -> str:
