@@ -19,12 +19,14 @@ and the plant answers only ``reset``, ``act``, ``observe`` and ``close``.
 from __future__ import annotations
 
 import math
+import os
 import socket
 import subprocess
 import sys
 import threading
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -147,10 +149,14 @@ class Leg2REnv(HardwareEnv):
         # the plant runs in its own interpreter (not a multiprocessing child: no re-import of the user's
         # main module), talking over one end of a socket pair it inherits
         parent_sock, child_sock = socket.socketpair()
+        child_env = dict(os.environ)  # the child finds this very sb3_demo, installed or not
+        package_root = str(Path(__file__).resolve().parents[2])
+        child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, child_env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
             [sys.executable, "-m", "sb3_demo.envs.leg2r_plant", str(child_sock.fileno())],
             pass_fds=(child_sock.fileno(),),
             stdin=subprocess.DEVNULL,
+            env=child_env,
         )
         child_sock.close()
         self._conn = Connection(parent_sock.detach())
