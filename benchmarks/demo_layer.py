@@ -298,9 +298,41 @@ def layer_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def plot_curves(records: list[dict[str, Any]], path: str) -> None:
+    """Learning curves of the linear policy alone (mean of 10 episodes) against env steps, per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in records if r["part"] == "steps"]
+    env_ids = [e for e in THRESHOLDS if any(r["env_id"] == e for r in runs)]
+    if not env_ids:
+        return
+    fig, axes = plt.subplots(1, len(env_ids), figsize=(5 * len(env_ids), 3.8), squeeze=False)
+    colors = {"ars": "tab:gray", "demo_ars": "tab:blue"}
+    labels = {"ars": "ARS (RL Zoo, linear)", "demo_ars": "DeMoARS (layer in the loop)"}
+    for ax, env_id in zip(axes[0], env_ids):
+        seen = set()
+        for r in runs:
+            if r["env_id"] != env_id:
+                continue
+            steps, returns = zip(*r["curve"])
+            label = labels[r["algo"]] if r["algo"] not in seen else None
+            seen.add(r["algo"])
+            ax.plot(steps, returns, color=colors[r["algo"]], alpha=0.8, label=label)
+        ax.axhline(THRESHOLDS[env_id], color="k", linestyle="--", linewidth=0.8)
+        ax.set_title(f"{env_id}: linear policy alone")
+        ax.set_xlabel("env steps (all of them)")
+        ax.set_ylabel("mean return, 10 episodes")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["steps", "layer", "tables"], default="steps")
+    parser.add_argument("--part", choices=["steps", "layer", "tables", "plot"], default="steps")
     parser.add_argument("--envs", nargs="+", default=list(THRESHOLDS))
     parser.add_argument("--algos", nargs="+", default=["ars", "demo_ars"], choices=["ars", "demo_ars"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -331,6 +363,8 @@ def main() -> None:
                 _append(record, args.results)
                 print(record, flush=True)
     records = load_records(args.results)
+    if args.part == "plot":
+        plot_curves(records, os.path.join(os.path.dirname(os.path.abspath(args.results)), "demo_layer_curves.png"))
     print(steps_table(records))
     print()
     print(layer_table(records))

@@ -82,7 +82,8 @@ class DeMoPolicy(BasePolicy):
     :param planner_kwargs: :class:`~sb3_demo.DMDMPCPlanner` settings (horizon, num_samples, ...); missing
         ones come from ``DEFAULT_LAYER_PLANNER_KWARGS``
     :param terminal_value: ``"auto"`` (the base policy's critic if it has one), ``"critic"`` (required) or
-        ``"none"``
+        ``"none"``. The critic must value the model's rewards: one trained on ``VecNormalize``-normalised
+        rewards (``norm_reward=True``) is on another scale, use ``"none"`` there
     :param critic_reduce: twin Q heads as terminal value: ``"min"``, ``"q1"`` or ``"mean"``
     :param obs_normalizer: observation statistics the base policy was trained with (VecNormalize), or None
     :param seed: the planner's sampling seed (with a seed, a fresh or loaded layer gives reproducible actions)
