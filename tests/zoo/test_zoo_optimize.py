@@ -29,7 +29,7 @@ NO_HER = {"using_her_replay_buffer": False, "her_kwargs": {}}
 
 def optimize_command(storage: Path, n_trials: int, log_folder: Path) -> list[str]:
     return [
-        "-m", "rl_zoo3.train", "--algo", "demorl_sac", "--env", "Pendulum-v1", "-n", "200",
+        "-m", "rl_zoo3.train", "--algo", "demorl_sac", "--env", "Pendulum-v1", "-n", "120",
         "-optimize", "--n-trials", str(n_trials), "--n-evaluations", "1", "--eval-episodes", "1",
         "--sampler", "random", "--pruner", "none", "--no-optim-plots",
         "--storage", str(storage), "--study-name", "demorl_pendulum",
