@@ -210,9 +210,14 @@ class Leg2REnv(HardwareEnv):
     @property
     def last_observation_time(self) -> float:
         """``time.perf_counter()`` of the latest observation: the start of the current control step, from
-        which a planner's deadline counts (the tick on the wall clock; on the virtual clock, the wall time
-        at which the observation was returned)."""
-        return self._tick if self.realtime else self._returned_at
+        which a planner's deadline counts (the tick on the wall clock, or now while the robot holds its
+        pose after a reset, waiting for its first command; on the virtual clock, the wall time at which the
+        observation was returned)."""
+        if not self.realtime:
+            return self._returned_at
+        if self._first_step and not self._needs_reset:
+            return time.perf_counter()  # holding after a reset: the first command has no deadline yet
+        return self._tick
 
     # ------------------------------------------------------------------ gymnasium API
 

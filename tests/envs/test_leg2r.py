@@ -363,6 +363,7 @@ def test_wall_clock_episode_starts_at_the_first_command():
     try:
         obs0, _ = env.reset(seed=0)
         time.sleep(0.3)  # longer than the episode itself
+        assert time.perf_counter() - env.last_observation_time < 0.01  # no deadline before the first command
         obs, _, _, truncated, info = env.step(np.zeros(2))
         assert info["episode_restarted"] and not truncated
         assert info["episode_time"] == pytest.approx(0.008)
