@@ -143,6 +143,11 @@ class DeMoMixin:
             )
             if isinstance(self.dynamics, th.nn.Module):
                 self.dynamics.to(self.device)
+            if self.env is not None:  # a real robot: plan through a model only, never the env itself
+                from sb3_demo.realtime.hardware import check_model_allowed, is_hardware_env
+
+                if is_hardware_env(self.env):
+                    check_model_allowed(self.env, self.dynamics)
         self.planner = self._make_planner() if self.dynamics is not None else None
         self._eval_planner = None
 
@@ -225,7 +230,8 @@ class DeMoMixin:
         if action_noise is not None:
             scaled = np.clip(scaled + action_noise(), -1.0, 1.0)
         self._record_plan(result)
-        self._pending_imagined = (states, result) if self.imagined_rollouts > 0 else None
+        # a fallback's plan mean was never optimised: nothing worth imagining
+        self._pending_imagined = (states, result) if self.imagined_rollouts > 0 and not result.fallback.any() else None
         return self.policy.unscale_action(scaled), scaled
 
     def _store_transition(

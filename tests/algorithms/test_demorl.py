@@ -206,3 +206,28 @@ def test_invalid_settings(kwargs: dict, match: str) -> None:
     kw.update(kwargs)
     with pytest.raises(ValueError, match=match):
         DeMoSAC("MlpPolicy", gym.make("Pendulum-v1"), **kw)
+
+
+def test_hardware_env_refuses_a_simulator_model() -> None:
+    import sb3_demo.envs  # noqa: F401  (registers the leg)
+    from sb3_demo.realtime.hardware import HardwareModelError
+
+    env = gym.make("sb3_demo/Leg2RSim-v0")
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+
+    class SimulatorLike:
+        """Pretends to read the plant's state: what a planner must never do on hardware."""
+
+        def state_from_env(self, env: Any) -> th.Tensor:
+            raise AssertionError("never called")
+
+        def __call__(self, states: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+            n = states.shape[0]
+            return states, th.zeros(n), th.zeros(n, dtype=th.bool)
+
+    assert obs_dim > 0 and act_dim > 0
+    try:
+        with pytest.raises(HardwareModelError):
+            DeMoSAC("MlpPolicy", env, model=SimulatorLike(), learning_starts=10)
+    finally:
+        env.close()
