@@ -53,6 +53,16 @@ WRAPPER_SETTINGS: dict[str, dict[str, Any]] = {
         ),
         callback=dict(),
     ),
+    # the agent's own actions run on the other steps: SAC sees (and corrects) what its actor does
+    "Pendulum-v1/analytic-p0.5": dict(
+        wrapper=dict(model="analytic", planner_kwargs=PENDULUM_PLANNER, guide_prob=0.5),
+        callback=dict(),
+    ),
+    # the planner's share decays linearly from 1 to 0 over the budget
+    "Pendulum-v1/analytic-lin": dict(
+        wrapper=dict(model="analytic", planner_kwargs=PENDULUM_PLANNER, guide_prob="lin_1.0"),
+        callback=dict(),
+    ),
     "Pendulum-v1/analytic+imagined": dict(
         wrapper=dict(
             model="analytic",

@@ -21,6 +21,9 @@ from sb3_demo.common.policy_planner import fit_model_from_buffer
 from sb3_demo.wrappers.demo_wrapper import find_guides
 from sb3_demo.wrappers.guide import DeMoGuide, check_agent, live_guides
 
+# a learned model is first fitted once the buffer holds this many real transitions (and model_learning_starts passed)
+MIN_MODEL_TRANSITIONS = 10
+
 
 class DeMoCallback(BaseCallback):
     """Train a stock SAC/TD3/TQC/CrossQ with the planner's actions from a DeMo env wrapper.
@@ -122,7 +125,8 @@ class DeMoCallback(BaseCallback):
         self.eval_guides = []
         if self.attach_eval_envs:
             for guide in live_guides():
-                if guide.attached or guide in guides:
+                ours = guide.evaluation and guide.agent is agent  # attached by an earlier learn() of this agent
+                if guide in guides or (guide.attached and not ours):
                     continue
                 shared = self.dynamics if guide.uses_learned_model else None
                 guide.attach(agent, dynamics=shared, vec_normalize=vec_normalize, active=False)
@@ -181,7 +185,9 @@ class DeMoCallback(BaseCallback):
         if self._augments():
             self._add_imagined()
         if self.uses_learned_model and self.num_timesteps >= self._model_learning_starts():
-            if self.last_model_fit < 0 or self.num_timesteps - self.last_model_fit >= self.model_train_freq:
+            due = self.last_model_fit < 0 or self.num_timesteps - self.last_model_fit >= self.model_train_freq
+            buffer = self.agent.replay_buffer
+            if due and buffer.size() * buffer.n_envs >= MIN_MODEL_TRANSITIONS:
                 self.fit_model()
         self._update_activity()
         steps = sum(g.num_steps for g in self.guides)

@@ -291,6 +291,30 @@ def _learn_and_check_stored_with(
     return received, stored
 
 
+def test_second_learn_keeps_the_fitted_model_and_the_eval_env() -> None:
+    kwargs: dict[str, Any] = dict(
+        model="ensemble",
+        model_kwargs=dict(num_members=2, num_elites=1, hidden_sizes=(16, 16)),
+        planner_kwargs=SMALL_PLANNER,
+    )
+    venv = DeMoVecEnvWrapper(_pendulum_venv(), **kwargs)
+    eval_env = DeMoWrapper(gym.make("Pendulum-v1"), **kwargs)  # as RL Zoo's evaluation env: same wrapper
+    agent = _agent(SAC, venv, learning_starts=40)
+    callback = DeMoCallback(model_train_freq=30, model_fit_kwargs=dict(max_epochs=1))
+    agent.learn(60, callback=callback)
+    dynamics = venv.dynamics
+    assert callback.num_model_fits == 1 and venv.guide.num_planned == 20
+    # the evaluation env shares the training model and plans deterministically, every step
+    assert eval_env.guide.evaluation and eval_env.guide.active and eval_env.dynamics is dynamics
+    obs, _ = eval_env.reset(seed=0)
+    _, _, _, _, info = eval_env.step(agent.predict(obs)[0])
+    assert info["demo_guided"]
+    agent.learn(40, callback=callback, reset_num_timesteps=False)
+    assert venv.dynamics is dynamics and callback.num_model_fits == 3  # at 40, 70 and 100
+    assert venv.guide.num_planned == 60  # the planner acted from the first step of the second learn()
+    assert eval_env.guide.active and eval_env.guide.agent is agent
+
+
 # --------------------------------------------------------------------------- evaluation without the callback
 
 
