@@ -37,6 +37,10 @@ class DeMoSAC(DeMoMixin, SAC):
     :param use_terminal_value: add the critic's value of the last planned state to each return
     :param imagined_rollouts: planned sequences per step stored as imagined transitions (0: none)
     :param predict_with_planner: ``predict`` plans (True) or uses the bare actor (False)
+    :param realtime: run the rollout planner under :class:`~sb3_demo.realtime.RealTimeController` (a
+        deadline from the env's control period, the actor's action as fallback, latency logged under
+        ``planner/``): ``None`` (default) on hardware envs only, ``True``/``False`` always/never, or a dict
+        of the controller's keyword arguments (e.g. ``budget_fraction``) to switch it on with them
     :param kwargs: every other argument of :class:`stable_baselines3.SAC`
     """
 
@@ -62,6 +66,7 @@ class DeMoSAC(DeMoMixin, SAC):
         use_terminal_value: bool = True,
         imagined_rollouts: int = 1,
         predict_with_planner: bool = True,
+        realtime: bool | dict[str, Any] | None = None,
         replay_buffer_class: type[ReplayBuffer] | None = AugmentedReplayBuffer,
         _init_setup_model: bool = True,
         **kwargs: Any,
@@ -78,6 +83,7 @@ class DeMoSAC(DeMoMixin, SAC):
             use_terminal_value,
             imagined_rollouts,
             predict_with_planner,
+            realtime,
             env,
         )
         super().__init__(policy, env, replay_buffer_class=replay_buffer_class, _init_setup_model=False, **kwargs)

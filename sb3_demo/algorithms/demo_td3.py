@@ -50,6 +50,7 @@ class DeMoTD3(DeMoMixin, TD3):
         use_terminal_value: bool = True,
         imagined_rollouts: int = 1,
         predict_with_planner: bool = True,
+        realtime: bool | dict[str, Any] | None = None,
         replay_buffer_class: type[ReplayBuffer] | None = AugmentedReplayBuffer,
         _init_setup_model: bool = True,
         **kwargs: Any,
@@ -66,6 +67,7 @@ class DeMoTD3(DeMoMixin, TD3):
             use_terminal_value,
             imagined_rollouts,
             predict_with_planner,
+            realtime,
             env,
         )
         super().__init__(policy, env, replay_buffer_class=replay_buffer_class, _init_setup_model=False, **kwargs)

@@ -8,7 +8,8 @@
   buffer stores exactly that action (normalised),
 - ``_store_transition``: resets the plans of finished episodes and adds the planner's imagined
   transitions to an :class:`~sb3_demo.buffers.AugmentedReplayBuffer`,
-- ``_on_step``: fits a learned model on its schedule.
+- ``_on_step`` / ``collect_rollouts``: a learned model's fit falls due on its schedule and runs when the
+  rollout ends (with ``train_freq=(1, "episode")``: between episodes, off a robot's control loop).
 
 ``predict`` plans too (``predict_with_planner``), with a planner state of its own.
 """
@@ -57,6 +58,8 @@ class DeMoMixin:
     :param imagined_rollouts: planned sequences stored per step as imagined transitions (0: none); the
         top-weighted mean plan is rolled through the model
     :param predict_with_planner: ``predict`` plans (True) or returns the bare actor's action (False)
+    :param realtime: the rollout planner under a :class:`~sb3_demo.realtime.RealTimeController`: ``None``
+        on hardware envs only, ``True``/``False`` always/never, or the controller's keyword arguments
     """
 
     # set by the SB3 algorithm we are mixed into
@@ -89,6 +92,7 @@ class DeMoMixin:
         use_terminal_value: bool,
         imagined_rollouts: int,
         predict_with_planner: bool,
+        realtime: bool | dict[str, Any] | None,
         env: Any,
     ) -> None:
         if critic_reduce not in CRITIC_REDUCES:
@@ -99,6 +103,11 @@ class DeMoMixin:
             raise ValueError(f"planner_starts must be 'auto' or an integer >= 0, got {planner_starts!r}")
         if not isinstance(imagined_rollouts, int) or imagined_rollouts < 0:
             raise ValueError(f"imagined_rollouts must be an integer >= 0, got {imagined_rollouts!r}")
+        if not (realtime is None or isinstance(realtime, bool | dict)):
+            raise ValueError(
+                "realtime must be None (automatic on hardware envs), True, False or a dict of "
+                f"RealTimeController keyword arguments, got {realtime!r}"
+            )
         if isinstance(model, str) and model not in ("ensemble", "analytic", "mujoco"):
             raise ValueError(
                 f"model must be 'ensemble', 'analytic', 'mujoco' or a DynamicsModel instance, got {model!r}"
@@ -114,12 +123,14 @@ class DeMoMixin:
         self.use_terminal_value = use_terminal_value
         self.imagined_rollouts = imagined_rollouts
         self.predict_with_planner = predict_with_planner
+        self.realtime = realtime
         self.env_id = env_id_of(env) if not isinstance(env, str) else env
         if hasattr(env, "action_space") and hasattr(env, "observation_space"):  # fail before SB3's asserts
             check_spaces(env.observation_space, env.action_space, who=type(self).__name__)
         self.model_fitted = False
         self._last_model_fit = -1
-        self.planner: DMDMPCPlanner | None = None
+        self._model_fit_due = False
+        self.planner: Any = None  # a DMDMPCPlanner, or a RealTimeController around one
         self._eval_planner: DMDMPCPlanner | None = None
         self.dynamics: Any = None
 
@@ -148,8 +159,29 @@ class DeMoMixin:
 
                 if is_hardware_env(self.env):
                     check_model_allowed(self.env, self.dynamics)
-        self.planner = self._make_planner() if self.dynamics is not None else None
+        self.planner = self._make_rollout_planner() if self.dynamics is not None else None
         self._eval_planner = None
+
+    def _make_rollout_planner(self) -> Any:
+        """The planner that picks rollout actions: under a RealTimeController when ``realtime`` says so."""
+        planner = self._make_planner()
+        if self.realtime is False or self.env is None:
+            return planner
+        from sb3_demo.realtime import RealTimeController, is_hardware_env
+
+        if self.realtime is None and not is_hardware_env(self.env):
+            return planner
+        kwargs = dict(self.realtime) if isinstance(self.realtime, dict) else {}
+        envs = single_envs(self.env)
+        unwrapped = getattr(envs[0], "unwrapped", envs[0])
+        if len(envs) == 1 and hasattr(unwrapped, "last_observation_time") and "step_start_fn" not in kwargs:
+            kwargs["step_start_fn"] = lambda: unwrapped.last_observation_time  # the step starts at the observation
+        return RealTimeController.for_env(planner, self.env, **kwargs)
+
+    @property
+    def latency_stats(self) -> Any:
+        """The rollout planner's :class:`~sb3_demo.realtime.LatencyStats` (None when not under a deadline)."""
+        return getattr(self.planner, "stats", None)
 
     def _make_planner(self, deterministic_prior: bool = False) -> DMDMPCPlanner:
         """The planner over ``self.dynamics``; ``deterministic_prior`` for evaluation (same obs, same action)."""
@@ -177,7 +209,7 @@ class DeMoMixin:
         super().set_env(env, force_reset=force_reset)  # type: ignore[misc]
         if self.model == "mujoco":
             self.dynamics = make_dynamics("mujoco", self.observation_space, self.action_space, env=self.env)
-            self.planner = self._make_planner()
+            self.planner = self._make_rollout_planner()
             self._eval_planner = None
 
     # ------------------------------------------------------------------ when to plan
@@ -273,7 +305,21 @@ class DeMoMixin:
             return
         if self._last_model_fit >= 0 and self.num_timesteps - self._last_model_fit < self.model_train_freq:
             return
-        self.fit_model()
+        self._model_fit_due = True
+
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> Any:
+        """SB3's rollout collection, then the model fit that fell due during it (off the control loop)."""
+        rollout = super().collect_rollouts(*args, **kwargs)  # type: ignore[misc]
+        if self._model_fit_due:
+            self._model_fit_due = False
+            self.fit_model()
+        return rollout
+
+    def dump_logs(self) -> None:
+        stats = self.latency_stats
+        if stats is not None and stats.steps > 0:
+            stats.log(self.logger)
+        super().dump_logs()  # type: ignore[misc]
 
     def fit_model(self) -> dict[str, float]:
         """Fit the learned model on the real transitions of the replay buffer now."""

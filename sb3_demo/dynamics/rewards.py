@@ -152,6 +152,14 @@ def ant_termination(obs: th.Tensor, action: th.Tensor, next_obs: th.Tensor) -> t
     return ~healthy
 
 
+def leg2r_reward(states: th.Tensor, actions: th.Tensor, next_states: th.Tensor) -> th.Tensor:
+    """The simulated 2R leg's tracking reward (``sb3_demo/Leg2R-v0``, ``sb3_demo/Leg2RSim-v0``):
+    :func:`sb3_demo.envs.leg_reward_fn`, imported on first use (it needs mujoco)."""
+    from sb3_demo.envs.leg2r_nominal import leg_reward_fn
+
+    return leg_reward_fn(states, actions, next_states)
+
+
 # ---------------------------------------------------------------------------------------- registry
 
 REWARD_FNS: dict[str, RewardFn | None] = {
@@ -165,6 +173,8 @@ REWARD_FNS: dict[str, RewardFn | None] = {
     "Hopper-v5": None,
     "Walker2d-v5": None,
     "Ant-v5": None,
+    "sb3_demo/Leg2R-v0": leg2r_reward,
+    "sb3_demo/Leg2RSim-v0": leg2r_reward,
 }
 
 TERMINATION_FNS: dict[str, TerminationFn | None] = {
@@ -178,6 +188,8 @@ TERMINATION_FNS: dict[str, TerminationFn | None] = {
     "Hopper-v5": hopper_termination,
     "Walker2d-v5": walker2d_termination,
     "Ant-v5": ant_termination,
+    "sb3_demo/Leg2R-v0": None,  # episodes end by time only
+    "sb3_demo/Leg2RSim-v0": None,
 }
 
 KNOWN_ENV_IDS: tuple[str, ...] = tuple(REWARD_FNS)

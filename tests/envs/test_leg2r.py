@@ -381,3 +381,26 @@ def test_wall_clock_episode_starts_at_the_first_command():
         assert steps >= 10  # about 0.2 s of steps (25 when on time), not one step cut short by the wait
     finally:
         env.close()
+
+
+def test_registered_reward_fn_is_the_env_reward():
+    """``reward_fn_for("sb3_demo/Leg2RSim-v0")`` (what a learned model of the leg gets by env id) gives the
+    env's own reward from the observations, without latency or noise."""
+    from sb3_demo.dynamics.rewards import reward_fn_for, termination_fn_for
+
+    reward_fn = reward_fn_for("sb3_demo/Leg2RSim-v0", strict=True)
+    assert reward_fn is not None and termination_fn_for("sb3_demo/Leg2R-v0", strict=True) is None
+    env = gym.make("sb3_demo/Leg2RSim-v0", compute_delay=0.0, **EXACT)
+    try:
+        obs, _ = env.reset(seed=0)
+        rng = np.random.default_rng(0)
+        for _ in range(20):
+            action = rng.uniform(-1, 1, size=2)
+            next_obs, reward, *_ = env.step(action)
+            predicted = reward_fn(
+                th.as_tensor(obs[None]), th.as_tensor(action[None]), th.as_tensor(next_obs[None], dtype=th.float64)
+            )
+            assert float(predicted[0]) == pytest.approx(float(reward), abs=1e-6)
+            obs = next_obs
+    finally:
+        env.close()

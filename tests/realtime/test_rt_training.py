@@ -135,44 +135,98 @@ def test_replay_buffer_stores_the_executed_action():
         env.close()
 
 
-def test_demosac_under_the_contract_with_threaded_training():
-    """DeMoSAC's planner replaced by the controller (deadline from the period, fallbacks counted), gradient
-    steps in a thread; the model DeMoSAC fits in the loop is not overwritten by the learner's copy."""
+def small_demosac(env, **kwargs):
     from sb3_demo import DeMoSAC
     from sb3_demo.envs import leg_reward_fn
-    from sb3_demo.realtime import LatencyStats, RealTimeController, check_model_allowed
+
+    kw = dict(
+        model_kwargs=dict(reward_fn=leg_reward_fn, hidden_sizes=(32, 32), num_members=3, num_elites=2),
+        planner_kwargs=dict(num_samples=16, num_particles=1, num_iterations=2),
+        model_train_freq=EPISODE_STEPS,
+        model_fit_kwargs=dict(max_epochs=3),
+        train_freq=(1, "episode"),
+        gradient_steps=-1,
+        learning_starts=EPISODE_STEPS,
+        batch_size=32,
+        buffer_size=1000,
+        policy_kwargs=dict(net_arch=[32, 32]),
+        seed=0,
+    )
+    kw.update(kwargs)
+    return DeMoSAC("MlpPolicy", env, **kw)
+
+
+def test_demosac_under_the_contract_with_threaded_training():
+    """On a hardware env DeMoSAC runs its rollout planner under the controller by itself (deadline from the
+    period, counted from the observation's arrival; fallbacks counted; latency logged under planner/),
+    gradient steps run in a thread, and the model is fitted between episodes (train_freq episode), on the
+    acting side: the learner's copy does not overwrite it."""
+    from sb3_demo.realtime import RealTimeController, is_hardware_env
 
     env = Leg2REnv(realtime=False, episode_seconds=0.2)
     try:
-        model = DeMoSAC(
-            "MlpPolicy",
-            env,
-            model_kwargs=dict(reward_fn=leg_reward_fn, hidden_sizes=(32, 32), num_members=3, num_elites=2),
-            planner_kwargs=dict(num_samples=16, num_particles=1, num_iterations=2),
-            model_train_freq=EPISODE_STEPS,
-            model_fit_kwargs=dict(max_epochs=3),
-            train_freq=(1, "episode"),
-            gradient_steps=-1,
-            learning_starts=EPISODE_STEPS,
-            batch_size=32,
-            buffer_size=1000,
-            policy_kwargs=dict(net_arch=[32, 32]),
-            seed=0,
-        )
-        check_model_allowed(env, model.dynamics)
-        stats = LatencyStats()
-        model.planner = RealTimeController.for_env(
-            model.planner, env, stats=stats, step_start_fn=lambda: env.last_observation_time
-        )
+        assert is_hardware_env(env)
+        model = small_demosac(env)
+        assert isinstance(model.planner, RealTimeController)
+        assert model.planner.control_period == pytest.approx(env.control_period)
+        assert model.planner.step_start_fn is not None and model.planner.step_start_fn() == env.last_observation_time
+        fits: list[int] = []
+        fit_model = model.fit_model
+
+        def recording_fit() -> dict[str, float]:
+            fits.append(model.num_timesteps)
+            return fit_model()
+
+        model.fit_model = recording_fit  # type: ignore[method-assign]
+        logged: set[str] = set()
+
+        class LoggedKeys(BaseCallback):
+            def _on_training_start(self) -> None:
+                record = self.logger.record
+
+                def spy(key, value, *args, **kwargs):
+                    logged.add(key)
+                    record(key, value, *args, **kwargs)
+
+                self.logger.record = spy  # type: ignore[method-assign]
+
+            def _on_step(self) -> bool:
+                return True
+
         callback = ThreadedTrainCallback(chunk_size=10)
-        model.learn(total_timesteps=4 * EPISODE_STEPS, callback=callback)
-        assert model.model_fitted and stats.steps > 0
+        model.learn(total_timesteps=4 * EPISODE_STEPS, callback=[LoggedKeys(), callback], log_interval=1)
+        assert model.model_fitted and model.latency_stats.steps > 0
+        # every fit ran at an episode boundary, never inside an episode's control loop
+        assert fits and all(t % EPISODE_STEPS == 0 for t in fits), fits
+        assert {"planner/latency_p99_ms", "planner/deadline_miss_rate", "planner/iterations_mean"} <= logged
         assert callback.gradient_steps_done == callback.gradient_steps_requested == 3 * EPISODE_STEPS
         assert callback.learner is not None
         acting, learner_copy = next(model.dynamics.parameters()), next(callback.learner.dynamics.parameters())
         assert not th.equal(acting, learner_copy)  # fitted in the loop, kept at the final sync
     finally:
         env.close()
+
+
+def test_realtime_setting_switches_the_controller():
+    """``realtime=False`` plans without a deadline even on a robot; ``True`` puts a simulated env under one
+    (period from its ``dt``); a dict passes the controller's settings; anything else is refused."""
+    import gymnasium as gym
+
+    from sb3_demo import DeMoSAC
+    from sb3_demo.realtime import RealTimeController
+
+    env = Leg2REnv(realtime=False, episode_seconds=0.2)
+    try:
+        plain = small_demosac(env, realtime=False)
+        assert not isinstance(plain.planner, RealTimeController) and plain.latency_stats is None
+    finally:
+        env.close()
+    pendulum = DeMoSAC("MlpPolicy", gym.make("Pendulum-v1"), model="analytic", realtime=dict(budget_fraction=0.5))
+    assert isinstance(pendulum.planner, RealTimeController)
+    assert pendulum.planner.budget == pytest.approx(0.5 * 0.05)  # Pendulum-v1's dt is 0.05 s
+    assert not isinstance(DeMoSAC("MlpPolicy", "Pendulum-v1", model="analytic").planner, RealTimeController)
+    with pytest.raises(ValueError, match="realtime must be"):
+        DeMoSAC("MlpPolicy", "Pendulum-v1", model="analytic", realtime="yes")
 
 
 def test_realtime_rollout_callback_pauses_gc_and_raises_priority_only_while_collecting(short_leg):
