@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "MuJoCoRolloutDynamics": "sb3_demo.dynamics.mujoco_rollout",
     "DeMoSAC": "sb3_demo.algorithms",
     "DeMoTD3": "sb3_demo.algorithms",
+    "DeMoEvalCallback": "sb3_demo.algorithms",
     "AugmentedReplayBuffer": "sb3_demo.buffers",
     "DeMoPolicy": "sb3_demo.policies",
     "DeMoARS": "sb3_demo.ars",
@@ -37,7 +38,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
-    from sb3_demo.algorithms import DeMoSAC, DeMoTD3
+    from sb3_demo.algorithms import DeMoEvalCallback, DeMoSAC, DeMoTD3
     from sb3_demo.ars import DeMoARS
     from sb3_demo.buffers import AugmentedReplayBuffer
     from sb3_demo.dynamics import (
@@ -65,6 +66,7 @@ __all__ = [  # the same names as _EXPORTS (a test keeps them equal); static so l
     "DMDMPCPlanner",
     "DeMoARS",
     "DeMoCallback",
+    "DeMoEvalCallback",
     "DeMoPolicy",
     "DeMoSAC",
     "DeMoTD3",

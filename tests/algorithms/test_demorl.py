@@ -231,3 +231,32 @@ def test_hardware_env_refuses_a_simulator_model() -> None:
             DeMoSAC("MlpPolicy", env, model=SimulatorLike(), learning_starts=10)
     finally:
         env.close()
+
+
+# ---------------------------------------------------------------------------- evaluation during training
+
+
+def test_eval_callback_evaluates_the_planner_and_the_bare_actor() -> None:
+    """Both evaluations run at every eval step; the planner (exact model, long horizon) swings up where the
+    untrained actor cannot, and the switch is restored afterwards."""
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.monitor import Monitor
+
+    from sb3_demo import DeMoEvalCallback
+
+    model = DeMoSAC(
+        "MlpPolicy",
+        gym.make("Pendulum-v1"),
+        model="analytic",
+        planner_kwargs=dict(horizon=15, num_samples=64, num_particles=1, num_iterations=2, temperature=0.1),
+        learning_starts=100,
+        seed=0,
+    )
+    callback = DeMoEvalCallback(Monitor(gym.make("Pendulum-v1")), eval_freq=150, n_eval_episodes=2)
+    model.learn(300, callback=callback)
+    assert len(callback.actor_results) == 2 and all(len(r) == 2 for r in callback.actor_results)
+    planner, actor = callback.last_mean_reward, np.mean(callback.actor_results[-1])
+    assert planner > actor + 300, (planner, actor)
+    assert model.predict_with_planner is True
+    with pytest.raises(TypeError, match="DeMo algorithm"):
+        SAC("MlpPolicy", "Pendulum-v1").learn(10, callback=DeMoEvalCallback(gym.make("Pendulum-v1"), eval_freq=5))
