@@ -256,6 +256,7 @@ def test_eval_callback_evaluates_the_planner_and_the_bare_actor() -> None:
     model.learn(300, callback=callback)
     assert len(callback.actor_results) == 2 and all(len(r) == 2 for r in callback.actor_results)
     planner, actor = callback.last_mean_reward, np.mean(callback.actor_results[-1])
+    assert callback.planner_gains[-1] == pytest.approx(planner - actor)
     assert planner > actor + 300, (planner, actor)
     assert model.predict_with_planner is True
     with pytest.raises(TypeError, match="DeMo algorithm"):
