@@ -1,0 +1,93 @@
+"""Wall-clock per env step: DeMoSAC against SAC on Pendulum-v1, in one process, interleaved, several seeds.
+
+Three configurations are timed over the same number of env steps (``learn(steps)``, no evaluation):
+
+- ``sac``: stable_baselines3.SAC with RL Zoo's Pendulum-v1 hyperparameters (lr 1e-3, one gradient step per
+  env step, learning starts at 100);
+- ``demosac-defaults``: ``DeMoSAC("MlpPolicy", "Pendulum-v1", learning_rate=1e-3)``: the class defaults, i.e.
+  the 2022 reference planner (horizon 3, 100 samples + 5 prior, 4 particles, 5 iterations) and ensemble
+  (7 members of 4x200, 5 elites, fitted every 250 steps until hold-out early stopping);
+- ``demosac-zoo``: the Pendulum-v1 entry of ``zoo_hyperparams/demorl_sac.yml`` (what
+  ``python -m rl_zoo3.train --algo demorl_sac --env Pendulum-v1`` and ``make demo`` train: analytic model);
+- ``demosac-bench``: the learned-ensemble settings of ``benchmarks/sample_efficiency.py`` (the
+  steps-to-threshold numbers in BENCHMARKS.md), with RL Zoo's SAC settings.
+
+Every configuration runs in this process with one torch thread, seeds interleaved (sac, defaults, zoo for
+seed 0, then seed 1, ...), so machine noise hits all of them alike. Prints a markdown table of ms per env step
+and the ratios to SAC, writes ``benchmarks/results/wall_clock_pendulum.json``.
+
+    python benchmarks/wall_clock.py --steps 1500 --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+import yaml
+from stable_baselines3 import SAC
+
+from sb3_demo import DeMoSAC
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def zoo_entry() -> dict[str, Any]:
+    """The Pendulum-v1 entry of our RL Zoo file, minus RL Zoo-only keys."""
+    entry = dict(yaml.safe_load((ROOT / "zoo_hyperparams" / "demorl_sac.yml").read_text())["Pendulum-v1"])
+    for key in ("n_timesteps", "policy", "normalize", "n_envs"):
+        entry.pop(key, None)
+    return entry
+
+
+def make(config: str, seed: int) -> Any:
+    if config == "sac":
+        return SAC("MlpPolicy", "Pendulum-v1", learning_rate=1e-3, seed=seed)
+    if config == "demosac-defaults":
+        return DeMoSAC("MlpPolicy", "Pendulum-v1", learning_rate=1e-3, seed=seed)
+    if config == "demosac-zoo":
+        return DeMoSAC("MlpPolicy", "Pendulum-v1", seed=seed, **zoo_entry())
+    from sample_efficiency import DEMO_SETTINGS  # this folder is on sys.path when run as a script
+
+    return DeMoSAC("MlpPolicy", "Pendulum-v1", learning_rate=1e-3, seed=seed, **DEMO_SETTINGS["Pendulum-v1"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--configs", nargs="+", default=["sac", "demosac-defaults", "demosac-zoo", "demosac-bench"])
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    ms: dict[str, list[float]] = {c: [] for c in args.configs}
+    for seed in args.seeds:
+        for config in args.configs:
+            model = make(config, seed)
+            t0 = time.perf_counter()
+            model.learn(args.steps)
+            ms[config].append(1000 * (time.perf_counter() - t0) / args.steps)
+            print(f"seed {seed} {config}: {ms[config][-1]:.1f} ms / env step", flush=True)
+    lines = [
+        f"Pendulum-v1, {args.steps} env steps per run, seeds {args.seeds}, 1 torch thread",
+        "",
+        "| configuration | ms / env step per seed | mean | ratio to SAC (mean of per-seed ratios) |",
+        "|---|---|---|---|",
+    ]
+    for config, values in ms.items():
+        ratio = np.mean([v / s for v, s in zip(values, ms["sac"])]) if "sac" in ms else float("nan")
+        per_seed = ", ".join(f"{v:.1f}" for v in values)
+        lines.append(f"| {config} | {per_seed} | {np.mean(values):.1f} | {ratio:.2f} |")
+    print("\n".join(lines))
+    RESULTS.mkdir(exist_ok=True)
+    out = {"steps": args.steps, "seeds": args.seeds, "ms_per_step": ms, "zoo_entry": str(zoo_entry())}
+    (RESULTS / "wall_clock_pendulum.json").write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
