@@ -35,6 +35,8 @@ class DeMoSAC(DeMoMixin, SAC):
     :param planner_starts: env steps before the planner acts, or ``"auto"`` (once the model is ready)
     :param critic_reduce: terminal value from the twin critics: ``"min"``, ``"q1"`` or ``"mean"``
     :param use_terminal_value: add the critic's value of the last planned state to each return
+    :param terminal_value_starts: gradient updates before the critic's value enters the planner's returns
+        (a critic warm-up: an untrained critic can mislead a short-horizon planner); 0: from the start
     :param imagined_rollouts: planned sequences per step stored as imagined transitions (0: none)
     :param predict_with_planner: ``predict`` plans (True) or uses the bare actor (False)
     :param realtime: run the rollout planner under :class:`~sb3_demo.realtime.RealTimeController` (a
@@ -64,6 +66,7 @@ class DeMoSAC(DeMoMixin, SAC):
         planner_starts: int | str = "auto",
         critic_reduce: CriticReduce = "min",
         use_terminal_value: bool = True,
+        terminal_value_starts: int = 0,
         imagined_rollouts: int = 1,
         predict_with_planner: bool = True,
         realtime: bool | dict[str, Any] | None = None,
@@ -81,6 +84,7 @@ class DeMoSAC(DeMoMixin, SAC):
             planner_starts,
             critic_reduce,
             use_terminal_value,
+            terminal_value_starts,
             imagined_rollouts,
             predict_with_planner,
             realtime,

@@ -28,6 +28,8 @@ from sb3_demo.common.model_factory import check_spaces, env_id_of, make_dynamics
 from sb3_demo.common.policy_fns import CRITIC_REDUCES, CriticReduce
 from sb3_demo.common.policy_planner import (
     DEFAULT_PLANNER_KWARGS,
+    check_terminal_value_starts,
+    critic_warmed_up,
     fit_model_from_buffer,
     make_policy_planner,
     record_plan,
@@ -55,6 +57,8 @@ class DeMoMixin:
         (at ``learning_starts`` for analytic and simulator models)
     :param critic_reduce: terminal value from the twin critics: ``"min"``, ``"q1"`` or ``"mean"``
     :param use_terminal_value: add the critic's value of the last planned state
+    :param terminal_value_starts: gradient updates (``_n_updates``) before the critic's value is added (a
+        critic warm-up; 0: from the start)
     :param imagined_rollouts: planned sequences stored per step as imagined transitions (0: none); the
         top-weighted mean plan is rolled through the model
     :param predict_with_planner: ``predict`` plans (True) or returns the bare actor's action (False)
@@ -90,6 +94,7 @@ class DeMoMixin:
         planner_starts: int | str,
         critic_reduce: CriticReduce,
         use_terminal_value: bool,
+        terminal_value_starts: int,
         imagined_rollouts: int,
         predict_with_planner: bool,
         realtime: bool | dict[str, Any] | None,
@@ -101,6 +106,7 @@ class DeMoMixin:
             raise ValueError(f"model_train_freq must be an integer >= 1, got {model_train_freq!r}")
         if not (planner_starts == "auto" or (isinstance(planner_starts, int) and planner_starts >= 0)):
             raise ValueError(f"planner_starts must be 'auto' or an integer >= 0, got {planner_starts!r}")
+        check_terminal_value_starts(terminal_value_starts, who=type(self).__name__)
         if not isinstance(imagined_rollouts, int) or imagined_rollouts < 0:
             raise ValueError(f"imagined_rollouts must be an integer >= 0, got {imagined_rollouts!r}")
         if not (realtime is None or isinstance(realtime, bool | dict)):
@@ -121,6 +127,7 @@ class DeMoMixin:
         self.planner_starts = planner_starts
         self.critic_reduce: CriticReduce = critic_reduce
         self.use_terminal_value = use_terminal_value
+        self.terminal_value_starts = terminal_value_starts
         self.imagined_rollouts = imagined_rollouts
         self.predict_with_planner = predict_with_planner
         self.realtime = realtime
@@ -199,6 +206,7 @@ class DeMoMixin:
             seed=self.seed,
             device=self.device,
             deterministic_prior=deterministic_prior,
+            value_gate=critic_warmed_up(self, self.terminal_value_starts) if self.terminal_value_starts > 0 else None,
         )
 
     def _policy_obs_transform(self) -> Any:

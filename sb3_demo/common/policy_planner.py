@@ -70,6 +70,29 @@ def _compose(fn: Callable[[th.Tensor], th.Tensor], transform: ObsTransform) -> C
     return composed
 
 
+def _gated(value: Callable[[th.Tensor], th.Tensor], gate: Callable[[], bool]) -> Callable[[th.Tensor], th.Tensor]:
+    def gated(obs: th.Tensor) -> th.Tensor:
+        return value(obs) if gate() else obs.new_zeros(obs.shape[0])
+
+    return gated
+
+
+def critic_warmed_up(agent: Any, terminal_value_starts: int) -> Callable[[], bool]:
+    """A ``value_gate``: True once ``agent`` (an SB3 off-policy model) has made ``terminal_value_starts``
+    gradient updates (``agent._n_updates``)."""
+
+    def warmed_up() -> bool:
+        return int(getattr(agent, "_n_updates", 0)) >= terminal_value_starts
+
+    return warmed_up
+
+
+def check_terminal_value_starts(value: Any, who: str) -> None:
+    """:raises ValueError: ``terminal_value_starts`` is not an integer >= 0"""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{who}: terminal_value_starts must be an integer >= 0, got {value!r}")
+
+
 def make_policy_planner(
     dynamics: DynamicsModel,
     policy: BasePolicy,
@@ -81,6 +104,7 @@ def make_policy_planner(
     seed: int | None = None,
     device: th.device | str = "cpu",
     deterministic_prior: bool = False,
+    value_gate: Callable[[], bool] | None = None,
 ) -> DMDMPCPlanner:
     """A :class:`~sb3_demo.DMDMPCPlanner` with the policy's actor as prior and its critic as terminal value.
 
@@ -95,6 +119,8 @@ def make_policy_planner(
     :param device: torch device
     :param deterministic_prior: the actor's mean action as prior (evaluation: with the planner's seeded
         generator, the same observations then give the same actions)
+    :param value_gate: called before every terminal-value evaluation; while it returns False the
+        terminal value is 0 and the critic is not called (a critic warm-up), None: always on
     :raises ValueError: unknown planner settings
     """
     prior = actor_prior(policy, deterministic=deterministic_prior)
@@ -102,6 +128,8 @@ def make_policy_planner(
     if obs_transform is not None:
         prior = _compose(prior, obs_transform)
         value = _compose(value, obs_transform) if value is not None else None
+    if value is not None and value_gate is not None:
+        value = _gated(value, value_gate)
     try:
         return DMDMPCPlanner(
             dynamics,

@@ -69,6 +69,7 @@ class DeMoWrapper(_GuideMixin, gym.Wrapper):
         progress remaining
     :param critic_reduce: terminal value from twin critics: ``"min"``, ``"q1"`` or ``"mean"``
     :param use_terminal_value: add the critic's value of the last planned state
+    :param terminal_value_starts: the agent's gradient updates before its critic's value is added
     :param deterministic: execute the plan's weighted mean (True, evaluation) or a sequence sampled by its
         weight (False, training)
     :param on_unattached: ``"raise"`` or ``"passthrough"`` when stepped with no agent attached
@@ -85,6 +86,7 @@ class DeMoWrapper(_GuideMixin, gym.Wrapper):
         guide_prob: GuideProb = 1.0,
         critic_reduce: CriticReduce = "min",
         use_terminal_value: bool = True,
+        terminal_value_starts: int = 0,
         deterministic: bool = False,
         on_unattached: str = "raise",
         seed: int | None = None,
@@ -99,6 +101,7 @@ class DeMoWrapper(_GuideMixin, gym.Wrapper):
             guide_prob=guide_prob,
             critic_reduce=critic_reduce,
             use_terminal_value=use_terminal_value,
+            terminal_value_starts=terminal_value_starts,
             deterministic=deterministic,
             on_unattached=on_unattached,
             env_id=env_id_of(env),
@@ -144,6 +147,7 @@ class DeMoVecEnvWrapper(_GuideMixin, VecEnvWrapper):
     :param guide_prob: probability (per env and step) that the planner's action runs
     :param critic_reduce: ``"min"``, ``"q1"`` or ``"mean"``
     :param use_terminal_value: add the critic's value of the last planned state
+    :param terminal_value_starts: the agent's gradient updates before its critic's value is added
     :param deterministic: execute the plans' weighted means (evaluation)
     :param on_unattached: ``"raise"`` or ``"passthrough"`` when stepped with no agent attached
     :param seed: seed of the guide's coin flips and the planner (default: the agent's)
@@ -159,6 +163,7 @@ class DeMoVecEnvWrapper(_GuideMixin, VecEnvWrapper):
         guide_prob: GuideProb = 1.0,
         critic_reduce: CriticReduce = "min",
         use_terminal_value: bool = True,
+        terminal_value_starts: int = 0,
         deterministic: bool = False,
         on_unattached: str = "raise",
         seed: int | None = None,
@@ -184,6 +189,7 @@ class DeMoVecEnvWrapper(_GuideMixin, VecEnvWrapper):
             guide_prob=guide_prob,
             critic_reduce=critic_reduce,
             use_terminal_value=use_terminal_value,
+            terminal_value_starts=terminal_value_starts,
             deterministic=deterministic,
             on_unattached=on_unattached,
             env_id=env_id_of(venv),

@@ -26,6 +26,8 @@ from sb3_demo.common.policy_fns import CRITIC_REDUCES, CriticReduce
 from sb3_demo.common.policy_planner import (
     DEFAULT_PLANNER_KWARGS,
     as_state_tensor,
+    check_terminal_value_starts,
+    critic_warmed_up,
     make_policy_planner,
     record_plan,
     vec_normalize_obs_transform,
@@ -121,6 +123,8 @@ class DeMoGuide:
         progress remaining (1 -> 0)
     :param critic_reduce: terminal value from the twin critics: ``"min"``, ``"q1"`` or ``"mean"``
     :param use_terminal_value: add the critic's value of the last planned state to each return
+    :param terminal_value_starts: the agent's gradient updates before its critic's value is added (a
+        critic warm-up; 0: from the start)
     :param deterministic: execute the plan's weighted mean (evaluation) instead of a sequence drawn by
         its weight (training, the planner's own exploration)
     :param on_unattached: ``"raise"`` (default): stepping before an agent is attached is an error;
@@ -140,6 +144,7 @@ class DeMoGuide:
         guide_prob: GuideProb = 1.0,
         critic_reduce: CriticReduce = "min",
         use_terminal_value: bool = True,
+        terminal_value_starts: int = 0,
         deterministic: bool = False,
         on_unattached: str = "raise",
         env_id: str | None = None,
@@ -158,6 +163,7 @@ class DeMoGuide:
             )
         if critic_reduce not in CRITIC_REDUCES:
             raise ValueError(f"{who}: critic_reduce must be one of {list(CRITIC_REDUCES)}, got {critic_reduce!r}")
+        check_terminal_value_starts(terminal_value_starts, who=who)
         if on_unattached not in UNATTACHED_CHOICES:
             raise ValueError(f"{who}: on_unattached must be one of {list(UNATTACHED_CHOICES)}, got {on_unattached!r}")
         if planner_kwargs is not None and not isinstance(planner_kwargs, dict):
@@ -171,6 +177,7 @@ class DeMoGuide:
         self._guide_prob_fn = guide_prob_schedule(guide_prob)
         self.critic_reduce: CriticReduce = critic_reduce
         self.use_terminal_value = use_terminal_value
+        self.terminal_value_starts = terminal_value_starts
         self.deterministic = deterministic
         self.on_unattached = on_unattached
         self.env_id = env_id
@@ -264,6 +271,7 @@ class DeMoGuide:
             obs_transform=vec_normalize_obs_transform(vec_normalize, agent.device),
             seed=seed,
             device=agent.device,
+            value_gate=critic_warmed_up(agent, self.terminal_value_starts) if self.terminal_value_starts > 0 else None,
         )
         if self.seed is None and seed is not None:
             self._rng = np.random.default_rng(seed)

@@ -199,6 +199,8 @@ def test_analytic_model_for_unknown_env() -> None:
         (dict(planner_kwargs=dict(horizon=0)), "horizon"),
         (dict(planner_kwargs=dict(gamma_std=1.5)), "gamma_std"),
         (dict(planner_kwargs=dict(horizonn=3)), "planner_kwargs"),
+        (dict(terminal_value_starts=-1), "terminal_value_starts"),
+        (dict(terminal_value_starts=True), "terminal_value_starts"),
     ],
 )
 def test_invalid_settings(kwargs: dict, match: str) -> None:
@@ -206,6 +208,24 @@ def test_invalid_settings(kwargs: dict, match: str) -> None:
     kw.update(kwargs)
     with pytest.raises(ValueError, match=match):
         DeMoSAC("MlpPolicy", gym.make("Pendulum-v1"), **kw)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_terminal_value_waits_for_the_critic_warm_up(algo: type, tmp_path: Any) -> None:
+    model = _small(algo, gym.make("Pendulum-v1"), terminal_value_starts=100)
+    obs = th.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 4.0]])
+    value = model.planner.terminal_value
+    assert model._n_updates == 0
+    assert th.equal(value(obs), th.zeros(2)), "the young critic must not enter the planner's returns"
+    model._n_updates = 100
+    warm = value(obs)
+    q = model.policy.critic(obs, model.policy._predict(obs, deterministic=True))
+    np.testing.assert_allclose(warm.numpy(), th.min(*q).reshape(-1).detach().numpy(), rtol=1e-5)
+    assert not th.equal(warm, th.zeros(2))
+    model.save(tmp_path / "m.zip")  # the setting and the update count survive a save
+    loaded = algo.load(tmp_path / "m.zip")
+    assert loaded.terminal_value_starts == 100
+    np.testing.assert_allclose(loaded.planner.terminal_value(obs).numpy(), warm.numpy(), rtol=1e-5)
 
 
 def test_hardware_env_refuses_a_simulator_model() -> None:

@@ -367,6 +367,15 @@ def test_attach_and_detach() -> None:
     np.testing.assert_allclose(info["demo_action"], [0.5])
 
 
+def test_terminal_value_waits_for_the_agents_critic_warm_up() -> None:
+    agent = SAC("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(SMALL_NET), seed=0)
+    env = DeMoWrapper(gym.make("Pendulum-v1"), agent=agent, model="analytic", terminal_value_starts=10)
+    obs = th.tensor([[0.0, 1.0, 2.0]])
+    assert th.equal(env.planner.terminal_value(obs), th.zeros(1))
+    agent._n_updates = 10
+    assert not th.equal(env.planner.terminal_value(obs), th.zeros(1))
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -410,6 +419,7 @@ def test_algorithm_without_critic_is_refused() -> None:
         (dict(model="nope"), "model must be"),
         (dict(critic_reduce="max"), "critic_reduce"),
         (dict(on_unattached="ignore"), "on_unattached"),
+        (dict(terminal_value_starts=-5), "terminal_value_starts"),
     ],
 )
 def test_bad_settings(kwargs: dict[str, Any], match: str) -> None:
