@@ -35,6 +35,13 @@ from sb3_demo import DeMoSAC, DeMoTD3
 RESULTS = Path(__file__).parent / "results"
 THRESHOLDS = {"Pendulum-v1": -200.0, "InvertedPendulum-v5": 1000.0, "Hopper-v5": 3000.0, "HalfCheetah-v5": 5000.0}
 
+MUJOCO_SETTINGS: dict[str, Any] = dict(
+    planner_kwargs=dict(num_particles=1, num_iterations=3),
+    model_kwargs=dict(hidden_sizes=(200, 200, 200), num_members=5, num_elites=3),
+    model_train_freq=1000,
+    model_fit_kwargs=dict(max_grad_steps=500),
+)
+
 # DeMo settings per env (the SAC/TD3 part is shared with the baseline).
 DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "Pendulum-v1": dict(
@@ -55,8 +62,10 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
         model_train_freq=250,
         model_fit_kwargs=dict(max_grad_steps=500),
     ),
-    "Hopper-v5": dict(planner_kwargs=dict(num_particles=1, num_iterations=3)),
-    "HalfCheetah-v5": dict(planner_kwargs=dict(num_particles=1, num_iterations=3)),
+    # MuJoCo on a 2-core CPU: the reference planner (horizon 3, 100 + 5 actor samples, exp weights) with one
+    # particle and 3 iterations, a 5x3x200 ensemble fitted every 1000 steps (500 gradient steps, warm-started)
+    "Hopper-v5": MUJOCO_SETTINGS,
+    "HalfCheetah-v5": MUJOCO_SETTINGS,
 }
 
 

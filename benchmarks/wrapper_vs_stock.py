@@ -44,6 +44,9 @@ THRESHOLDS = {"Pendulum-v1": -200.0, "InvertedPendulum-v5": 950.0}
 # Pendulum swing-up needs a long look-ahead until the critic is good: 15 steps, sharp weights (temperature 0.1)
 PENDULUM_PLANNER = dict(horizon=15, num_samples=64, num_particles=1, num_iterations=2, temperature=0.1, gamma_std=1.0)
 
+# the planner alone (exact model, no critic) scores about -150 with these settings (tests/planner)
+PENDULUM_PLANNER_H20 = dict(horizon=20, num_samples=200, num_particles=1, num_iterations=2, gamma_std=1.0)
+
 # what the guided run adds: the wrapper's and the callback's settings per env and model
 WRAPPER_SETTINGS: dict[str, dict[str, Any]] = {
     "Pendulum-v1/analytic": dict(
@@ -51,6 +54,24 @@ WRAPPER_SETTINGS: dict[str, dict[str, Any]] = {
             model="analytic",
             planner_kwargs=PENDULUM_PLANNER,
         ),
+        callback=dict(),
+    ),
+    # critic warm-up: the critic's terminal value enters the planner's returns after 3000 SAC updates (before
+    # that a young critic misleads the 15-step planner; RL Zoo's SAC reaches -200 at about 2500-3000 steps)
+    "Pendulum-v1/analytic-warm": dict(
+        wrapper=dict(model="analytic", planner_kwargs=PENDULUM_PLANNER, terminal_value_starts=3000),
+        callback=dict(),
+    ),
+    "Pendulum-v1/analytic-h20-warm": dict(
+        wrapper=dict(model="analytic", planner_kwargs=PENDULUM_PLANNER_H20, terminal_value_starts=3000),
+        callback=dict(),
+    ),
+    "Pendulum-v1/analytic-noprior": dict(
+        wrapper=dict(model="analytic", planner_kwargs={**PENDULUM_PLANNER, "prior_fraction": 0.0}),
+        callback=dict(),
+    ),
+    "Pendulum-v1/analytic-p0.5-warm": dict(
+        wrapper=dict(model="analytic", planner_kwargs=PENDULUM_PLANNER, guide_prob=0.5, terminal_value_starts=3000),
         callback=dict(),
     ),
     # the agent's own actions run on the other steps: SAC sees (and corrects) what its actor does
@@ -142,7 +163,7 @@ class EvalRecorder(BaseCallback):
         row["actor"] = float(evaluate_policy(self.model, self.eval_env, self.episodes)[0])
         if self.guided_env is not None and self.num_timesteps % self.guided_eval_freq == 0:
             if self.guided_env.guide.active:
-                self.guided_env.reset(seed=20_000 + self.seed)
+                self.guided_env.reset(seed=10_000 + self.seed)  # the starts the bare actor was evaluated on
                 row["guided"] = float(evaluate_policy(self.model, self.guided_env, self.guided_episodes)[0])
             else:  # the planner is not on yet (learned model not fitted): the wrapper passes the actor through
                 row["guided"] = row["actor"]
@@ -216,7 +237,7 @@ def summary(results: dict[str, Any]) -> str:
     lines = [
         f"**{results['env']}**: threshold {threshold:g}, budget {budget} steps, seeds {results['seeds']}, "
         f"eval every {results['eval_freq']} steps ({results['eval_episodes']} episodes); guided eval every "
-        f"{results['guided_eval_freq']} steps ({results['guided_episodes']} episode)",
+        f"{results['guided_eval_freq']} steps ({results['guided_episodes']} episodes)",
         "",
         "| run | evaluated policy | steps to threshold per seed | mean (never = budget) | final return per seed "
         "| train wall s (mean) |",

@@ -27,7 +27,7 @@ ObsTransform = Callable[[th.Tensor], th.Tensor]
 
 # 2022 reference code (DeMoRL on MuJoCo): H=3, 100 Gaussian + 5 actor sequences, 4 particles, 5 iterations,
 # exp weights with kappa=1 on raw returns, gamma_mean=1, gamma_std=0.9, std reset to half the range.
-DEFAULT_PLANNER_KWARGS: dict[str, Any] = dict(
+REFERENCE_PLANNER_KWARGS: dict[str, Any] = dict(
     horizon=3,
     num_samples=100,
     prior_fraction=0.05,
@@ -39,6 +39,9 @@ DEFAULT_PLANNER_KWARGS: dict[str, Any] = dict(
     gamma_std=0.9,
     init_std=0.5,
 )
+
+# what DeMoSAC / DeMoTD3 / the wrappers use for planner settings a user leaves out
+DEFAULT_PLANNER_KWARGS: dict[str, Any] = dict(REFERENCE_PLANNER_KWARGS)
 
 
 def vec_normalize_obs_transform(vec_normalize: VecNormalize | None, device: th.device | str) -> ObsTransform | None:
