@@ -206,7 +206,7 @@ class DeMoMixin:
             seed=self.seed,
             device=self.device,
             deterministic_prior=deterministic_prior,
-            value_gate=critic_warmed_up(self, self.terminal_value_starts) if self.terminal_value_starts > 0 else None,
+            value_gate=critic_warmed_up(self, self.terminal_value_starts),
         )
 
     def _policy_obs_transform(self) -> Any:

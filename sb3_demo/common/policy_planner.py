@@ -80,9 +80,11 @@ def _gated(value: Callable[[th.Tensor], th.Tensor], gate: Callable[[], bool]) ->
     return gated
 
 
-def critic_warmed_up(agent: Any, terminal_value_starts: int) -> Callable[[], bool]:
+def critic_warmed_up(agent: Any, terminal_value_starts: int) -> Callable[[], bool] | None:
     """A ``value_gate``: True once ``agent`` (an SB3 off-policy model) has made ``terminal_value_starts``
-    gradient updates (``agent._n_updates``)."""
+    gradient updates (``agent._n_updates``); None (no gate) when ``terminal_value_starts`` is 0."""
+    if terminal_value_starts == 0:
+        return None
 
     def warmed_up() -> bool:
         return int(getattr(agent, "_n_updates", 0)) >= terminal_value_starts

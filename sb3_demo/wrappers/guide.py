@@ -271,7 +271,7 @@ class DeMoGuide:
             obs_transform=vec_normalize_obs_transform(vec_normalize, agent.device),
             seed=seed,
             device=agent.device,
-            value_gate=critic_warmed_up(agent, self.terminal_value_starts) if self.terminal_value_starts > 0 else None,
+            value_gate=critic_warmed_up(agent, self.terminal_value_starts),
         )
         if self.seed is None and seed is not None:
             self._rng = np.random.default_rng(seed)
