@@ -1,6 +1,6 @@
 """Wall-clock per env step: DeMoSAC against SAC on Pendulum-v1, in one process, interleaved, several seeds.
 
-Three configurations are timed over the same number of env steps (``learn(steps)``, no evaluation):
+The configurations are timed over the same number of env steps (``learn(steps)``, no evaluation):
 
 - ``sac``: stable_baselines3.SAC with RL Zoo's Pendulum-v1 hyperparameters (lr 1e-3, one gradient step per
   env step, learning starts at 100);
@@ -17,9 +17,9 @@ Three configurations are timed over the same number of env steps (``learn(steps)
 After training, each run's deterministic policy (the planner for DeMoSAC) is evaluated on ``--eval-episodes``
 episodes (not timed): a rough check that a cheaper setting did not buy its speed with its return.
 
-Every configuration runs in this process with one torch thread, seeds interleaved (sac, defaults, zoo for
+Every configuration runs in this process with one torch thread, seeds interleaved (every configuration for
 seed 0, then seed 1, ...), so machine noise hits all of them alike. Prints a markdown table of ms per env step
-and the ratios to SAC, writes ``benchmarks/results/wall_clock_pendulum.json``.
+and the ratios to SAC, writes ``benchmarks/results/wall_clock_pendulum<tag>.json``.
 
     python benchmarks/wall_clock.py --steps 1500 --seeds 0 1 2
 """

@@ -57,21 +57,9 @@ WRAPPER_SETTINGS: dict[str, dict[str, Any]] = {
         callback=dict(),
     ),
     # critic warm-up: the critic's terminal value enters the planner's returns after 3000 SAC updates (before
-    # that a young critic misleads the 15-step planner; RL Zoo's SAC reaches -200 at about 2500-3000 steps)
-    "Pendulum-v1/analytic-warm": dict(
-        wrapper=dict(model="analytic", planner_kwargs=PENDULUM_PLANNER, terminal_value_starts=3000),
-        callback=dict(),
-    ),
+    # that a young critic misleads the planner; RL Zoo's SAC reaches -200 at about 2500-3000 steps)
     "Pendulum-v1/analytic-h20-warm": dict(
         wrapper=dict(model="analytic", planner_kwargs=PENDULUM_PLANNER_H20, terminal_value_starts=3000),
-        callback=dict(),
-    ),
-    "Pendulum-v1/analytic-noprior": dict(
-        wrapper=dict(model="analytic", planner_kwargs={**PENDULUM_PLANNER, "prior_fraction": 0.0}),
-        callback=dict(),
-    ),
-    "Pendulum-v1/analytic-p0.5-warm": dict(
-        wrapper=dict(model="analytic", planner_kwargs=PENDULUM_PLANNER, guide_prob=0.5, terminal_value_starts=3000),
         callback=dict(),
     ),
     # the agent's own actions run on the other steps: SAC sees (and corrects) what its actor does
