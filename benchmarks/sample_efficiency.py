@@ -68,6 +68,33 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "HalfCheetah-v5": MUJOCO_SETTINGS,
 }
 
+# Named alternatives to DEMO_SETTINGS (``--variant``), per env.
+DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "Pendulum-v1": {
+        # the wrapper benchmark's planner (horizon 20, 200 samples) and a critic warm-up: the young critic's
+        # terminal value is left out of the planner's returns until 3000 gradient updates
+        "h20-warm": dict(
+            planner_kwargs=dict(
+                horizon=20, num_samples=200, num_particles=1, num_iterations=2, gamma_std=1.0, temperature=0.1
+            ),
+            model_kwargs=dict(hidden_sizes=(128, 128), num_members=5, num_elites=3),
+            model_train_freq=250,
+            model_fit_kwargs=dict(max_grad_steps=500),
+            terminal_value_starts=3000,
+        ),
+    },
+}
+
+
+def demo_settings(env_id: str, variant: str | None) -> dict[str, Any]:
+    """The DeMo settings of ``env_id``: the benchmarked ones, or a named variant of them."""
+    if variant is None:
+        return DEMO_SETTINGS.get(env_id, {})
+    variants = DEMO_VARIANTS.get(env_id, {})
+    if variant not in variants:
+        raise ValueError(f"no variant {variant!r} for {env_id}; known: {sorted(variants)}")
+    return variants[variant]
+
 
 def zoo_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
     """RL Zoo's tuned hyperparameters for the baseline (the -v4 MuJoCo entries stand in for -v5)."""
@@ -125,7 +152,7 @@ class EvalRecorder(BaseCallback):
         return True
 
 
-def make_algo(name: str, env_id: str, seed: int) -> Any:
+def make_algo(name: str, env_id: str, seed: int, variant: str | None = None) -> Any:
     base = "sac" if name in ("sac", "demosac") else "td3"
     params = zoo_hyperparams(base, env_id)
     if "learning_starts" in params:  # RL Zoo's MuJoCo entries wait 10k steps: more than these budgets
@@ -136,7 +163,7 @@ def make_algo(name: str, env_id: str, seed: int) -> Any:
     if name == "td3":
         return TD3("MlpPolicy", env, seed=seed, **params)
     cls = DeMoSAC if name == "demosac" else DeMoTD3
-    return cls("MlpPolicy", env, seed=seed, **params, **DEMO_SETTINGS.get(env_id, {}))
+    return cls("MlpPolicy", env, seed=seed, **params, **demo_settings(env_id, variant))
 
 
 def steps_to_threshold(rows: list[dict[str, float]], key: str, threshold: float) -> float:
@@ -157,6 +184,7 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--tag", default="")
+    parser.add_argument("--variant", default=None, help="named DeMo settings (DEMO_VARIANTS) instead of the defaults")
     parser.add_argument("--merge", nargs="+", default=None, help="JSON files to combine instead of running")
     args = parser.parse_args()
     if args.merge:
@@ -164,13 +192,14 @@ def main() -> None:
         return
     th.set_num_threads(1)
     threshold = THRESHOLDS.get(args.env, 0.0) if args.threshold is None else args.threshold
+    demo_settings(args.env, args.variant)  # an unknown variant fails before any training
 
     results: dict[str, Any] = {"env": args.env, "threshold": threshold, "steps": args.steps, "runs": {}}
     results["command"] = "python benchmarks/sample_efficiency.py " + " ".join(sys.argv[1:])
     for seed in args.seeds:  # interleaved: every algorithm of a seed runs back to back on the same machine state
         for name in args.algos:
             print(f"{name} seed {seed}")
-            model = make_algo(name, args.env, seed)
+            model = make_algo(name, args.env, seed, args.variant)
             recorder = EvalRecorder(args.env, args.eval_freq, args.eval_episodes, seed)
             t0 = time.perf_counter()
             steps = args.demo_steps if (name.startswith("demo") and args.demo_steps) else args.steps

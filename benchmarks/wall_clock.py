@@ -5,14 +5,16 @@ The configurations are timed over the same number of env steps (``learn(steps)``
 - ``sac``: stable_baselines3.SAC with RL Zoo's Pendulum-v1 hyperparameters (lr 1e-3, one gradient step per
   env step, learning starts at 100);
 - ``demosac-defaults``: ``DeMoSAC("MlpPolicy", "Pendulum-v1", learning_rate=1e-3)``: the class defaults, i.e.
-  the 2022 reference planner (horizon 3, 100 samples + 5 prior, 4 particles, 5 iterations) and ensemble
-  (7 members of 4x200, 5 elites, fitted every 250 steps until hold-out early stopping);
+  the 2022 reference planner with 2 iterations (horizon 3, 100 samples + 5 prior, 4 particles) and ensemble
+  (7 members of 4x200, 5 elites, fitted every 250 steps with hold-out early stopping, at most 500
+  gradient steps per fit);
 - ``demosac-zoo``: the Pendulum-v1 entry of ``zoo_hyperparams/demorl_sac.yml`` (what
   ``python -m rl_zoo3.train --algo demorl_sac --env Pendulum-v1`` and ``make demo`` train: analytic model);
 - ``demosac-bench``: the learned-ensemble settings of ``benchmarks/sample_efficiency.py`` (the
   steps-to-threshold numbers in BENCHMARKS.md), with RL Zoo's SAC settings;
-- ``demosac-reference``: the 2022 reference planner (4 particles, 5 iterations) with the default ensemble;
-- ``demosac-it2`` / ``demosac-p1``: the reference planner with 2 iterations / 1 particle.
+- ``demosac-reference``: the 2022 reference: planner with 5 iterations, fits until early stopping (no cap)
+  (the class defaults before session 4);
+- ``demosac-it2`` / ``demosac-p1``: the reference with 2 iterations / 1 particle (fits not capped).
 
 After training, each run's deterministic policy (the planner for DeMoSAC) is evaluated on ``--eval-episodes``
 episodes (not timed): a rough check that a cheaper setting did not buy its speed with its return.
@@ -64,7 +66,14 @@ def make(config: str, seed: int) -> Any:
     if config in ("demosac-reference", "demosac-it2", "demosac-p1"):
         change = {"demosac-it2": {"num_iterations": 2}, "demosac-p1": {"num_particles": 1}}.get(config, {})
         planner_kwargs = {**REFERENCE_PLANNER_KWARGS, **change}
-        return DeMoSAC("MlpPolicy", "Pendulum-v1", learning_rate=1e-3, seed=seed, planner_kwargs=planner_kwargs)
+        return DeMoSAC(
+            "MlpPolicy",
+            "Pendulum-v1",
+            learning_rate=1e-3,
+            seed=seed,
+            planner_kwargs=planner_kwargs,
+            model_fit_kwargs={"max_grad_steps": None},  # the reference fits until early stopping
+        )
     if config == "demosac-zoo":
         return DeMoSAC("MlpPolicy", "Pendulum-v1", seed=seed, **zoo_entry())
     from sample_efficiency import DEMO_SETTINGS  # this folder is on sys.path when run as a script

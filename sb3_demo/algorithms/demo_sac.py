@@ -31,7 +31,7 @@ class DeMoSAC(DeMoMixin, SAC):
     :param model_kwargs: constructor arguments of the model
     :param model_train_freq: fit a learned model every this many env steps
     :param model_learning_starts: env steps before the first model fit (default: ``learning_starts``)
-    :param model_fit_kwargs: arguments of the model's ``fit``
+    :param model_fit_kwargs: arguments of the model's ``fit`` (missing ones: ``DEFAULT_MODEL_FIT_KWARGS``)
     :param planner_starts: env steps before the planner acts, or ``"auto"`` (once the model is ready)
     :param critic_reduce: terminal value from the twin critics: ``"min"``, ``"q1"`` or ``"mean"``
     :param use_terminal_value: add the critic's value of the last planned state to each return

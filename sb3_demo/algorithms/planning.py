@@ -27,6 +27,7 @@ from sb3_demo.common.imagination import imagined_transitions
 from sb3_demo.common.model_factory import check_spaces, env_id_of, make_dynamics, single_envs
 from sb3_demo.common.policy_fns import CRITIC_REDUCES, CriticReduce
 from sb3_demo.common.policy_planner import (
+    DEFAULT_MODEL_FIT_KWARGS,
     DEFAULT_PLANNER_KWARGS,
     check_terminal_value_starts,
     critic_warmed_up,
@@ -45,14 +46,15 @@ class DeMoMixin:
 
     :param planner_kwargs: settings of :class:`~sb3_demo.DMDMPCPlanner` (horizon, num_samples,
         num_iterations, num_particles, utility, temperature, elite_fraction, gamma_mean, gamma_std, ...);
-        missing ones take the 2022 reference defaults (``DEFAULT_PLANNER_KWARGS``)
+        missing ones take ``DEFAULT_PLANNER_KWARGS`` (the 2022 reference with 2 iterations instead of 5)
     :param model: ``"ensemble"`` (learned probabilistic ensemble, the default), ``"analytic"`` (exact
         classic-control model), ``"mujoco"`` (the env's own simulator, simulation only) or a
         :class:`~sb3_demo.dynamics.DynamicsModel` instance
     :param model_kwargs: constructor arguments of the model
     :param model_train_freq: fit a learned model every this many env steps
     :param model_learning_starts: env steps before the first model fit (default: ``learning_starts``)
-    :param model_fit_kwargs: arguments of the model's ``fit`` (e.g. ``max_epochs``)
+    :param model_fit_kwargs: arguments of the model's ``fit`` (e.g. ``max_epochs``); missing ones take
+        ``DEFAULT_MODEL_FIT_KWARGS`` (early stopping capped at 500 gradient steps per fit)
     :param planner_starts: env steps before the planner acts; ``"auto"`` = once a learned model has been fitted
         (at ``learning_starts`` for analytic and simulator models)
     :param critic_reduce: terminal value from the twin critics: ``"min"``, ``"q1"`` or ``"mean"``
@@ -123,7 +125,7 @@ class DeMoMixin:
         self.model_kwargs = dict(model_kwargs or {})
         self.model_train_freq = model_train_freq
         self.model_learning_starts = model_learning_starts
-        self.model_fit_kwargs = dict(model_fit_kwargs or {})
+        self.model_fit_kwargs = {**DEFAULT_MODEL_FIT_KWARGS, **(model_fit_kwargs or {})}
         self.planner_starts = planner_starts
         self.critic_reduce: CriticReduce = critic_reduce
         self.use_terminal_value = use_terminal_value
@@ -331,7 +333,8 @@ class DeMoMixin:
 
     def fit_model(self) -> dict[str, float]:
         """Fit the learned model on the real transitions of the replay buffer now."""
-        stats = fit_model_from_buffer(self.dynamics, self.replay_buffer, self.model_fit_kwargs, self.logger)
+        logger = getattr(self, "_logger", None)  # SB3 sets it up in learn(); a fit before that logs nothing
+        stats = fit_model_from_buffer(self.dynamics, self.replay_buffer, self.model_fit_kwargs, logger)
         self._last_model_fit = self.num_timesteps
         self.model_fitted = True
         return stats

@@ -17,7 +17,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from sb3_demo.buffers import AugmentedReplayBuffer
 from sb3_demo.common.imagination import imagined_transitions
-from sb3_demo.common.policy_planner import fit_model_from_buffer
+from sb3_demo.common.policy_planner import DEFAULT_MODEL_FIT_KWARGS, fit_model_from_buffer
 from sb3_demo.wrappers.demo_wrapper import find_guides
 from sb3_demo.wrappers.guide import DeMoGuide, check_agent, live_guides
 
@@ -41,7 +41,8 @@ class DeMoCallback(BaseCallback):
 
     :param model_train_freq: fit a learned model every this many env steps (counting every env)
     :param model_learning_starts: env steps before the first fit (default: the agent's ``learning_starts``)
-    :param model_fit_kwargs: arguments of the model's ``fit`` (e.g. ``max_epochs``)
+    :param model_fit_kwargs: arguments of the model's ``fit`` (e.g. ``max_epochs``); missing ones take
+        ``DEFAULT_MODEL_FIT_KWARGS`` (early stopping capped at 500 gradient steps per fit)
     :param planner_starts: env steps before the planner acts; ``"auto"``: once a learned model has been
         fitted, at the agent's ``learning_starts`` for other models
     :param add_imagined: add imagined transitions to an AugmentedReplayBuffer
@@ -72,7 +73,7 @@ class DeMoCallback(BaseCallback):
             raise ValueError(f"planner_starts must be 'auto' or an integer >= 0, got {planner_starts!r}")
         self.model_train_freq = model_train_freq
         self.model_learning_starts = model_learning_starts
-        self.model_fit_kwargs = dict(model_fit_kwargs or {})
+        self.model_fit_kwargs = {**DEFAULT_MODEL_FIT_KWARGS, **(model_fit_kwargs or {})}
         self.planner_starts = planner_starts
         self.add_imagined = add_imagined
         self.attach_eval_envs = attach_eval_envs

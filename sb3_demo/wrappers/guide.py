@@ -116,8 +116,8 @@ class DeMoGuide:
         ``"analytic"`` (exact classic-control model, needs ``env_id``) or a
         :class:`~sb3_demo.dynamics.DynamicsModel` instance (e.g. an ensemble fitted during training)
     :param model_kwargs: constructor arguments of the model
-    :param planner_kwargs: :class:`~sb3_demo.DMDMPCPlanner` settings; missing ones take the 2022
-        reference defaults (``DEFAULT_PLANNER_KWARGS``)
+    :param planner_kwargs: :class:`~sb3_demo.DMDMPCPlanner` settings; missing ones take
+        ``DEFAULT_PLANNER_KWARGS`` (the 2022 reference with 2 iterations instead of 5)
     :param guide_prob: probability that the planner's action replaces the agent's, per env and step: a
         float in [0, 1], ``"lin_<p>"`` (``p`` decaying linearly to 0 over training) or a callable of the
         progress remaining (1 -> 0)

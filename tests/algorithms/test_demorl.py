@@ -228,6 +228,25 @@ def test_terminal_value_waits_for_the_critic_warm_up(algo: type, tmp_path: Any) 
     np.testing.assert_allclose(loaded.planner.terminal_value(obs).numpy(), warm.numpy(), rtol=1e-5)
 
 
+def test_defaults_plan_with_2_iterations_and_cap_model_fits() -> None:
+    model = DeMoSAC(
+        "MlpPolicy",
+        gym.make("Pendulum-v1"),
+        model_kwargs=dict(hidden_sizes=(16,), num_members=2, num_elites=1),
+        model_fit_kwargs=dict(patience=10_000),  # early stopping never ends these fits: only a cap does
+        seed=0,
+    )
+    assert model.planner.num_iterations == 2 and model.planner.num_particles == 4 and model.planner.horizon == 3
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-1, 1, size=(600, 3)).astype(np.float32)
+    act = rng.uniform(-1, 1, size=(600, 1)).astype(np.float32)
+    for i in range(600):
+        model.replay_buffer.add(obs[i : i + 1], 0.9 * obs[i : i + 1], act[i : i + 1], np.zeros(1), np.zeros(1), [{}])
+    assert model.fit_model()["grad_steps"] == 500, "the default cap (DEFAULT_MODEL_FIT_KWARGS) must end the fit"
+    model.model_fit_kwargs.update(max_grad_steps=None, max_epochs=260)  # None lifts the cap: 2 steps per epoch
+    assert model.fit_model()["grad_steps"] > 500
+
+
 def test_hardware_env_refuses_a_simulator_model() -> None:
     import sb3_demo.envs  # noqa: F401  (registers the leg)
     from sb3_demo.realtime.hardware import HardwareModelError
