@@ -82,6 +82,16 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
             model_fit_kwargs=dict(max_grad_steps=500),
             terminal_value_starts=3000,
         ),
+        # the benchmarked settings with 3 particles per sequence (one per elite): a sequence's return is the
+        # mean over the elites, so one member's error is less easily exploited by the sharp weights
+        "p3": dict(
+            planner_kwargs=dict(
+                horizon=15, num_samples=100, num_particles=3, num_iterations=2, gamma_std=1.0, temperature=0.1
+            ),
+            model_kwargs=dict(hidden_sizes=(128, 128), num_members=5, num_elites=3),
+            model_train_freq=250,
+            model_fit_kwargs=dict(max_grad_steps=500),
+        ),
     },
 }
 
