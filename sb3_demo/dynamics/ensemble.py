@@ -95,6 +95,11 @@ class EnsembleDynamics(nn.Module):
     :param reward_fn: ``reward_fn(obs, action, next_obs) -> (N,)``; None to learn the reward
     :param termination_fn: ``termination_fn(obs, action, next_obs) -> (N,) bool``; None: never terminates
     :param deterministic: predict the members' means instead of sampling (also a keyword of ``forward``)
+    :param disagreement_penalty: >= 0; subtract ``penalty * d`` from each predicted reward, with ``d`` the
+        elites' disagreement on that transition (the norm of the std across elites of their mean
+        predictions, in standardised target units): a planner is then kept from exploiting states where
+        the members disagree (MOPO-style pessimism). Every elite runs on every row (k times the FLOPs, the
+        same number of calls). 0: off
     :param improvement_threshold: relative hold-out MSE improvement that resets the patience counter
     :param device: torch device
     :param seed: seed of the model's initialisation, data split and sampling noise
@@ -113,6 +118,7 @@ class EnsembleDynamics(nn.Module):
         reward_fn: RewardFn | None = None,
         termination_fn: TerminationFn | None = None,
         deterministic: bool = False,
+        disagreement_penalty: float = 0.0,
         improvement_threshold: float = 0.01,
         device: th.device | str = "cpu",
         seed: int | None = None,
@@ -131,6 +137,9 @@ class EnsembleDynamics(nn.Module):
         hidden_sizes = tuple(hidden_sizes)
         if len(hidden_sizes) == 0 or any(not isinstance(h, int) or h < 1 for h in hidden_sizes):
             raise ValueError(f"hidden_sizes must be a non-empty sequence of ints >= 1, got {hidden_sizes}")
+        penalty_ok = isinstance(disagreement_penalty, int | float) and not isinstance(disagreement_penalty, bool)
+        if not (penalty_ok and math.isfinite(disagreement_penalty) and disagreement_penalty >= 0):
+            raise ValueError(f"disagreement_penalty must be a finite number >= 0, got {disagreement_penalty!r}")
         if not 0.0 <= holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
         if not learning_rate > 0.0:
@@ -160,6 +169,7 @@ class EnsembleDynamics(nn.Module):
         self.reward_fn = reward_fn
         self.termination_fn = termination_fn
         self.deterministic = deterministic
+        self.disagreement_penalty = float(disagreement_penalty)
         self.improvement_threshold = float(improvement_threshold)
         self.learn_reward = reward_fn is None
         self.input_dim = observation_dim + action_dim
@@ -290,21 +300,35 @@ class EnsembleDynamics(nn.Module):
         s = states.to(device=self.device, dtype=dtype)
         a = actions.to(device=self.device, dtype=dtype)
         x = self._normalize_inputs(s, a)
-        pad = (-n) % k
-        if pad:
-            x = th.cat([x, x.new_zeros(pad, self.input_dim)])
-        # row i -> elite i % k: (n/k, k, in) -> (k, n/k, in)
-        x = x.reshape(-1, k, self.input_dim).transpose(0, 1)
-        mean, logvar = self._core(x, self._elite_members())
-        if not deterministic:
-            noise = th.randn(mean.shape, generator=self._device_generator(), device=self.device, dtype=dtype)
-            mean = mean + th.exp(0.5 * logvar) * noise
-        out = mean.transpose(0, 1).reshape(-1, self.output_dim)[:n] * self.target_std + self.target_mean
+        disagreement: th.Tensor | None = None
+        if self.disagreement_penalty > 0.0:
+            # every elite on every row: (k, n, in); row i still follows elite i % k
+            mean_all, logvar_all = self._core(x.unsqueeze(0).expand(k, n, self.input_dim), self._elite_members())
+            disagreement = mean_all.std(dim=0, unbiased=False).norm(dim=-1)  # (n,), 0 for a single elite
+            own = th.arange(n, device=self.device)
+            mean, logvar = mean_all[own % k, own], logvar_all[own % k, own]  # (n, out)
+            if not deterministic:
+                noise = th.randn(mean.shape, generator=self._device_generator(), device=self.device, dtype=dtype)
+                mean = mean + th.exp(0.5 * logvar) * noise
+        else:
+            pad = (-n) % k
+            if pad:
+                x = th.cat([x, x.new_zeros(pad, self.input_dim)])
+            # row i -> elite i % k: (n/k, k, in) -> (k, n/k, in)
+            x = x.reshape(-1, k, self.input_dim).transpose(0, 1)
+            mean, logvar = self._core(x, self._elite_members())
+            if not deterministic:
+                noise = th.randn(mean.shape, generator=self._device_generator(), device=self.device, dtype=dtype)
+                mean = mean + th.exp(0.5 * logvar) * noise
+            mean = mean.transpose(0, 1).reshape(-1, self.output_dim)[:n]
+        out = mean * self.target_std + self.target_mean
         next_states = s + out[:, : self.observation_dim]
         if self.reward_fn is None:
             rewards = out[:, self.observation_dim]
         else:
             rewards = self.reward_fn(s, a, next_states).reshape(n)
+        if disagreement is not None:
+            rewards = rewards - self.disagreement_penalty * disagreement
         if self.termination_fn is None:
             terminated = th.zeros(n, dtype=th.bool, device=self.device)
         else:
@@ -547,6 +571,7 @@ class EnsembleDynamics(nn.Module):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         generator_state = state.pop("generator")
+        state.setdefault("disagreement_penalty", 0.0)  # models saved before the setting existed
         self.__dict__.update(state)
         self.generator = th.Generator(device=self.device)
         self.generator.set_state(generator_state)

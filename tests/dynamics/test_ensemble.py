@@ -120,6 +120,36 @@ def test_sampling_follows_predicted_variance_and_is_seeded() -> None:
     assert th.equal(det[0], det[1])
 
 
+def test_disagreement_penalty_subtracts_the_elites_spread_from_the_reward() -> None:
+    obs, act, next_obs, rew = pendulum_transitions(300, seed=0)
+    model = small_model(num_members=5, num_elites=3, reward_fn=pendulum_reward)
+    model.fit(obs, act, next_obs, rew, max_epochs=2)
+    states, actions = th.as_tensor(obs[:7]), th.as_tensor(act[:7])
+    plain_next, plain_rewards, _ = model(states, actions, deterministic=True)
+    model.disagreement_penalty = 2.0
+    next_states, rewards, _ = model(states, actions, deterministic=True)
+    th.testing.assert_close(next_states, plain_next)  # row i still follows elite i % 3
+    means, _ = model.predict_distribution(states, actions)  # (3, 7, 3) elites' means, env units
+    spread = (means / model.target_std).std(dim=0, unbiased=False).norm(dim=-1)
+    assert bool((spread > 0).all())
+    th.testing.assert_close(rewards, plain_rewards - 2.0 * spread)
+    for layer in [*model.layers, model.output_layer]:  # identical elites: nothing to penalise
+        with th.no_grad():
+            layer.weight[1:] = layer.weight[0]
+            layer.bias[1:] = layer.bias[0]
+    _, same_rewards, _ = model(states, actions, deterministic=True)
+    model.disagreement_penalty = 0.0
+    th.testing.assert_close(same_rewards, model(states, actions, deterministic=True)[1])
+    model.generator.manual_seed(0)  # sampling with the penalty on is seeded as well
+    model.disagreement_penalty = 1.0
+    first = model(states, actions)[0]
+    model.generator.manual_seed(0)
+    assert th.equal(first, model(states, actions)[0])
+    for bad in (-1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="disagreement_penalty"):
+            small_model(disagreement_penalty=bad)
+
+
 def test_reward_and_termination_functions_are_used() -> None:
     obs, act, next_obs, rew = pendulum_transitions(200, seed=0)
     calls = []
