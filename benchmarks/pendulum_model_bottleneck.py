@@ -1,0 +1,72 @@
+"""Why DeMoSAC's planner dips on Pendulum-v1: swap one ingredient at a time after a short training run.
+
+Trains DeMoSAC with the Pendulum-v1 settings of ``sample_efficiency.py`` for ``--steps`` env steps, then
+evaluates the planner (5 deterministic episodes from ``reset(seed=10_000 + seed)``, the benchmark's
+evaluation) with the *same* trained actor, critic and learned model, changing one thing at a time:
+
+- the critic's terminal value off, the actor's proposals off, both off;
+- the exact model (``PendulumDynamics``) instead of the learned ensemble (with and without critic/prior);
+- the ensemble's ``disagreement_penalty`` at each value of ``--penalties``.
+
+    python benchmarks/pendulum_model_bottleneck.py --seed 1 --steps 500 --penalties 1 5 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import gymnasium as gym
+import torch as th
+from sample_efficiency import make_algo  # this folder is on sys.path when run as a script
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.monitor import Monitor
+
+from sb3_demo import PendulumDynamics
+
+
+def evaluate(model: Any, seed: int, no_value: bool = False, no_prior: bool = False) -> float:
+    planner = model._make_planner(deterministic_prior=True)
+    if no_value:
+        planner.terminal_value = None
+    if no_prior:
+        planner.prior_fraction = 0.0
+    model._eval_planner = planner
+    env = Monitor(gym.make("Pendulum-v1"))
+    env.reset(seed=10_000 + seed)
+    return float(evaluate_policy(model, env, 5)[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--penalties", nargs="*", type=float, default=[1.0, 5.0, 20.0])
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    model = make_algo("demosac", "Pendulum-v1", args.seed)
+    model.learn(args.steps)
+    learned = model.dynamics
+    head = f"seed {args.seed}, {args.steps} steps"
+    for label, exact, no_value, no_prior in [
+        ("learned model, as trained", False, False, False),
+        ("learned model, no critic value", False, True, False),
+        ("learned model, no actor proposals", False, False, True),
+        ("learned model, neither", False, True, True),
+        ("exact model, as trained", True, False, False),
+        ("exact model, neither", True, True, True),
+    ]:
+        model.dynamics = PendulumDynamics() if exact else learned
+        t0 = time.perf_counter()
+        ret = evaluate(model, args.seed, no_value, no_prior)
+        print(f"{head}, {label}: {ret:.1f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    model.dynamics = learned
+    for penalty in args.penalties:
+        learned.disagreement_penalty = penalty
+        ret = evaluate(model, args.seed)
+        print(f"{head}, learned model, disagreement_penalty {penalty}: {ret:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
