@@ -43,12 +43,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--penalties", nargs="*", type=float, default=[1.0, 5.0, 20.0])
+    parser.add_argument("--variant", default=None, help="named DeMo settings of sample_efficiency.py")
     args = parser.parse_args()
     th.set_num_threads(1)
-    model = make_algo("demosac", "Pendulum-v1", args.seed)
+    model = make_algo("demosac", "Pendulum-v1", args.seed, args.variant)
     model.learn(args.steps)
     learned = model.dynamics
-    head = f"seed {args.seed}, {args.steps} steps"
+    head = f"seed {args.seed}, {args.steps} steps" + (f", variant {args.variant}" if args.variant else "")
     for label, exact, no_value, no_prior in [
         ("learned model, as trained", False, False, False),
         ("learned model, no critic value", False, True, False),

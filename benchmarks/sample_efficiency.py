@@ -82,6 +82,15 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
             model_fit_kwargs=dict(max_grad_steps=500),
             terminal_value_starts=3000,
         ),
+        # the benchmarked planner with the reference ensemble (7 members of 4x200, 5 elites)
+        "ref-model": dict(
+            planner_kwargs=dict(
+                horizon=15, num_samples=100, num_particles=1, num_iterations=2, gamma_std=1.0, temperature=0.1
+            ),
+            model_kwargs=dict(hidden_sizes=(200, 200, 200, 200), num_members=7, num_elites=5),
+            model_train_freq=250,
+            model_fit_kwargs=dict(max_grad_steps=500),
+        ),
         # the benchmarked settings with 3 particles per sequence (one per elite): a sequence's return is the
         # mean over the elites, so one member's error is less easily exploited by the sharp weights
         "p3": dict(

@@ -41,8 +41,9 @@ REFERENCE_PLANNER_KWARGS: dict[str, Any] = dict(
 )
 
 # what DeMoSAC / DeMoTD3 / the wrappers use for planner settings a user leaves out: the reference with 2
-# iterations instead of 5 (every benchmarked win used 2-3; 5 cost 2.9x the time per env step on Pendulum,
-# see BENCHMARKS.md); pass ``planner_kwargs=REFERENCE_PLANNER_KWARGS`` for the 2022 settings
+# iterations instead of 5 (every benchmarked win used 2-3; with capped fits, 2.5x SAC's time per env step on
+# Pendulum against 5.3x for the reference, see BENCHMARKS.md); ``planner_kwargs=REFERENCE_PLANNER_KWARGS``
+# gives the 2022 settings back
 DEFAULT_PLANNER_KWARGS: dict[str, Any] = {**REFERENCE_PLANNER_KWARGS, "num_iterations": 2}
 
 # what the model fits of DeMoSAC / DeMoTD3 / DeMoModelCallback use for fit settings a user leaves out:
