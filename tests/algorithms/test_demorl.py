@@ -151,11 +151,14 @@ def test_learns_pendulum_with_the_analytic_model() -> None:
         learning_rate=1e-3,
         seed=0,
     )
-    before, _ = evaluate_policy(model, gym.make("Pendulum-v1"), n_eval_episodes=3)
+    eval_env = gym.make("Pendulum-v1")
+    eval_env.reset(seed=0)  # seeded starts: an unseeded 5-episode evaluation once drew -429 from hard starts
+    before, _ = evaluate_policy(model, eval_env, n_eval_episodes=3)
     model.learn(2000)
-    after, _ = evaluate_policy(model, gym.make("Pendulum-v1"), n_eval_episodes=5)
+    eval_env.reset(seed=1)
+    after, _ = evaluate_policy(model, eval_env, n_eval_episodes=10)
     assert before < -600
-    assert after >= -400
+    assert after >= -400  # -171 on these starts (-156 to -233 on 4 sets of 10 starts)
 
 
 # ---------------------------------------------------------------------------- bad input
