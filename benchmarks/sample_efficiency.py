@@ -68,39 +68,25 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "HalfCheetah-v5": MUJOCO_SETTINGS,
 }
 
-# Named alternatives to DEMO_SETTINGS (``--variant``), per env.
+# Named alternatives to DEMO_SETTINGS (``--variant``), per env: what each one changes.
+_PENDULUM = DEMO_SETTINGS["Pendulum-v1"]
 DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "Pendulum-v1": {
         # the wrapper benchmark's planner (horizon 20, 200 samples) and a critic warm-up: the young critic's
         # terminal value is left out of the planner's returns until 3000 gradient updates
-        "h20-warm": dict(
-            planner_kwargs=dict(
-                horizon=20, num_samples=200, num_particles=1, num_iterations=2, gamma_std=1.0, temperature=0.1
-            ),
-            model_kwargs=dict(hidden_sizes=(128, 128), num_members=5, num_elites=3),
-            model_train_freq=250,
-            model_fit_kwargs=dict(max_grad_steps=500),
-            terminal_value_starts=3000,
-        ),
-        # the benchmarked planner with the reference ensemble (7 members of 4x200, 5 elites)
-        "ref-model": dict(
-            planner_kwargs=dict(
-                horizon=15, num_samples=100, num_particles=1, num_iterations=2, gamma_std=1.0, temperature=0.1
-            ),
-            model_kwargs=dict(hidden_sizes=(200, 200, 200, 200), num_members=7, num_elites=5),
-            model_train_freq=250,
-            model_fit_kwargs=dict(max_grad_steps=500),
-        ),
-        # the benchmarked settings with 3 particles per sequence (one per elite): a sequence's return is the
-        # mean over the elites, so one member's error is less easily exploited by the sharp weights
-        "p3": dict(
-            planner_kwargs=dict(
-                horizon=15, num_samples=100, num_particles=3, num_iterations=2, gamma_std=1.0, temperature=0.1
-            ),
-            model_kwargs=dict(hidden_sizes=(128, 128), num_members=5, num_elites=3),
-            model_train_freq=250,
-            model_fit_kwargs=dict(max_grad_steps=500),
-        ),
+        "h20-warm": {
+            **_PENDULUM,
+            "planner_kwargs": {**_PENDULUM["planner_kwargs"], "horizon": 20, "num_samples": 200},
+            "terminal_value_starts": 3000,
+        },
+        # the reference ensemble (7 members of 4x200, 5 elites) under the same fitting budget
+        "ref-model": {
+            **_PENDULUM,
+            "model_kwargs": dict(hidden_sizes=(200, 200, 200, 200), num_members=7, num_elites=5),
+        },
+        # 3 particles per sequence (one per elite): a sequence's return is the mean over the elites, so one
+        # member's error is less easily exploited by the sharp weights
+        "p3": {**_PENDULUM, "planner_kwargs": {**_PENDULUM["planner_kwargs"], "num_particles": 3}},
     },
 }
 
