@@ -255,6 +255,11 @@ class EnsembleDynamics(nn.Module):
             self.generator.manual_seed(seed)
         return self.generator
 
+    def _sample(self, mean: th.Tensor, logvar: th.Tensor) -> th.Tensor:
+        """A draw from N(mean, exp(logvar)) with the model's generator (noise in the shape of ``mean``)."""
+        noise = th.randn(mean.shape, generator=self._device_generator(), device=self.device, dtype=mean.dtype)
+        return mean + th.exp(0.5 * logvar) * noise
+
     def _elite_members(self) -> th.Tensor | int:
         """The elites as ``_core``'s ``members``: an int (a prefix, no weight copy) when they come first."""
         elites = self.elite_indices
@@ -308,8 +313,7 @@ class EnsembleDynamics(nn.Module):
             own = th.arange(n, device=self.device)
             mean, logvar = mean_all[own % k, own], logvar_all[own % k, own]  # (n, out)
             if not deterministic:
-                noise = th.randn(mean.shape, generator=self._device_generator(), device=self.device, dtype=dtype)
-                mean = mean + th.exp(0.5 * logvar) * noise
+                mean = self._sample(mean, logvar)
         else:
             pad = (-n) % k
             if pad:
@@ -318,8 +322,7 @@ class EnsembleDynamics(nn.Module):
             x = x.reshape(-1, k, self.input_dim).transpose(0, 1)
             mean, logvar = self._core(x, self._elite_members())
             if not deterministic:
-                noise = th.randn(mean.shape, generator=self._device_generator(), device=self.device, dtype=dtype)
-                mean = mean + th.exp(0.5 * logvar) * noise
+                mean = self._sample(mean, logvar)
             mean = mean.transpose(0, 1).reshape(-1, self.output_dim)[:n]
         out = mean * self.target_std + self.target_mean
         next_states = s + out[:, : self.observation_dim]
