@@ -23,7 +23,9 @@ normalised action space ``[-1, 1]`` (the space SB3 policies act in). Each contro
 
 The Gaussian samples of one iteration are ``clamp(mean + std * eps, -1, 1)`` with ``eps`` one standard
 normal tensor of shape ``(B, num_samples, H, A)`` drawn from the planner's generator; the prior's
-sequences (if any) follow them along the ``M`` axis.
+sequences (if any) follow them along the ``M`` axis. With ``noise_beta > 0`` the noise is coloured along
+the horizon (power spectral density ``~ 1 / f^beta``, unit variance per entry, as in iCEM, Pinneri et al.
+2020): slowly varying sequences that explore further than white noise, e.g. to find a distant reward.
 
 The return of a sequence from state ``s`` is ``R = sum_{h<H} discount^h r_h + discount^H V(s_H)`` with
 ``V`` an optional terminal value (the SB3 critic); once a rollout terminates, neither later rewards nor the
@@ -130,6 +132,46 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
+def colored_noise(
+    shape: tuple[int, int, int, int],
+    beta: float,
+    generator: th.Generator,
+    dtype: th.dtype = th.float32,
+    device: th.device | str = "cpu",
+) -> th.Tensor:
+    """Gaussian noise coloured along the horizon: power spectral density ``~ 1 / f^beta``, unit variance.
+
+    Random Fourier coefficients scaled by ``f^(-beta / 2)`` (the zero frequency clamped to ``1 / H``, as
+    in the ``colorednoise`` package used by iCEM) and transformed back, divided by the exact standard
+    deviation of the result. ``beta = 0`` gives white noise (a different random stream from ``th.randn``);
+    larger ``beta`` gives smoother sequences.
+
+    :param shape: (B, N, H, A); the noise is coloured along H, independent across B, N and A
+    :param beta: exponent of the spectrum, >= 0
+    :param generator: torch generator the coefficients are drawn from
+    :param dtype: floating dtype of the result
+    :param device: device of the result
+    :return: (B, N, H, A) noise, each entry with mean 0 and variance 1
+    """
+    b, n, h, a = shape
+    freqs = th.fft.rfftfreq(h, dtype=th.float64).clamp_min(1.0 / h)  # (F,)
+    scale = freqs.pow(-beta / 2.0)
+    # The DC coefficient (and the Nyquist one for even H) is real: it gets both parts' variance (2 scale^2),
+    # as in a white series' spectrum; every other one is complex and counts twice in the inverse transform.
+    # Var(x_t) = (sum over the real ones of 2 scale^2 + sum over the rest of 4 scale^2) / H^2.
+    real_only = th.zeros(freqs.numel(), dtype=th.bool)
+    real_only[0] = True
+    if h % 2 == 0:
+        real_only[-1] = True
+    sigma = th.sqrt(th.where(real_only, 2.0, 4.0).mul(scale.square()).sum()) / h
+    coeffs = th.randn((b, n, a, freqs.numel(), 2), generator=generator, dtype=th.float64, device=generator.device)
+    scale, real_only = scale.to(coeffs.device), real_only.to(coeffs.device)
+    real = coeffs[..., 0] * th.where(real_only, math.sqrt(2.0), 1.0) * scale
+    imag = th.where(real_only, 0.0, coeffs[..., 1] * scale)
+    series = th.fft.irfft(th.complex(real, imag), n=h) / sigma.to(coeffs.device)  # (B, N, A, H)
+    return series.transpose(-1, -2).to(dtype=dtype, device=device).contiguous()
+
+
 class DMDMPCPlanner:
     """Dynamic Mirror Descent MPC over a batched dynamics model.
 
@@ -150,6 +192,8 @@ class DMDMPCPlanner:
     :param elite_fraction: fraction of the ``M`` sequences kept by the elite utility (at least one), in (0, 1]
     :param gamma_mean: mirror-descent step size of the mean, in (0, 1]
     :param gamma_std: mirror-descent step size of the variance, in (0, 1]
+    :param noise_beta: colour of the sampling noise along the horizon, >= 0: 0 white (independent steps),
+        1 pink, 2 brown (slowly varying sequences); see :func:`colored_noise`
     :param init_std: std of a fresh plan in normalised units (0.5 = a quarter of the action range), > 0
     :param min_std: floor on the std after an update, in [0, init_std]
     :param discount: per-step discount of model rewards, in (0, 1]
@@ -187,6 +231,7 @@ class DMDMPCPlanner:
         elite_fraction: float = 0.1,
         gamma_mean: float = 1.0,
         gamma_std: float = 0.9,
+        noise_beta: float = 0.0,
         init_std: float = 0.5,
         min_std: float = 0.0,
         discount: float = 1.0,
@@ -214,6 +259,7 @@ class DMDMPCPlanner:
         self.elite_fraction = _check_float("elite_fraction", elite_fraction, 0.0, 1.0, low_open=True)
         self.gamma_mean = _check_float("gamma_mean", gamma_mean, 0.0, 1.0, low_open=True)
         self.gamma_std = _check_float("gamma_std", gamma_std, 0.0, 1.0, low_open=True)
+        self.noise_beta = _check_float("noise_beta", noise_beta, 0.0)
         self.init_std = _check_float("init_std", init_std, 0.0, low_open=True)
         self.min_std = _check_float("min_std", min_std, 0.0, self.init_std)
         self.discount = _check_float("discount", discount, 0.0, 1.0, low_open=True)
@@ -631,7 +677,10 @@ class DMDMPCPlanner:
                 ):
                     deadline_hit = True
                     break
-                noise = th.randn((b, n, hz, ad), generator=self.generator, dtype=self.dtype, device=self.device)
+                if self.noise_beta == 0.0:
+                    noise = th.randn((b, n, hz, ad), generator=self.generator, dtype=self.dtype, device=self.device)
+                else:
+                    noise = colored_noise((b, n, hz, ad), self.noise_beta, self.generator, self.dtype, self.device)
                 # (B, M, H, A): Gaussian samples first, then the prior's sequences (fixed within a step)
                 std_b = std[:, None] if std.dim() == 3 else std  # (B, 1, H, A) or the (A,) fresh std
                 cand = self._clamp_env_(th.addcmul(mean[:, None], std_b, noise))

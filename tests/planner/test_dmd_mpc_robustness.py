@@ -46,6 +46,7 @@ BAD_SETTINGS = [
     ({"discount": 1.1}, "discount", "(0.0, 1.0]"),
     ({"prior_fraction": -0.1}, "prior_fraction", "[0.0, 1.0]"),
     ({"std_growth": 0.5}, "std_growth", ">= 1"),
+    ({"noise_beta": -1.0}, "noise_beta", ">= 0"),
     ({"time_budget": 0.0}, "time_budget", "> 0"),
     ({"time_budget": -1.0}, "time_budget", "> 0"),
     ({"utility": "softmax"}, "utility", "['exp', 'elite']"),
