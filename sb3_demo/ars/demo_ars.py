@@ -11,7 +11,10 @@ dynamics model, the current linear policy as its prior) in two places:
    (:func:`~sb3_demo.ars.distill.ridge_fit_linear`), then blended with them (``distill_weight``).
 2. **Layer-guided rollouts (optional, counted env steps).** Every ``guided_every`` updates,
    ``guided_episodes`` episodes are run by the layer itself (the planner acts, warm-started step to
-   step); their states and the planner's actions join the data set (expert-distribution states).
+   step) *before* the ARS candidates; their states and the planner's actions join the data set
+   (expert-distribution states) and are distilled at once, so the candidates explore around a policy
+   that has seen where the layer went (on MountainCarContinuous the goal, which ARS's perturbations of a
+   policy that stays at the bottom rarely find).
 
 Every environment step, the ARS candidates' and the guided rollouts', counts in ``num_timesteps``.
 The model is the exact analytic one where it exists (``model="analytic"``: Pendulum-v1,
@@ -479,22 +482,8 @@ class DeMoARS(ARS):
         while self.num_random_steps < self.random_steps:
             self.num_random_steps += self._run_episode(act, callback)[1]
 
-    def _do_one_update(self, callback: BaseCallback, async_eval: AsyncEval | None) -> None:
-        if self.num_random_steps < self.random_steps:
-            self._random_warmup(callback)
-        super()._do_one_update(callback, async_eval)  # ARS: candidates in the env, then the ARS step
-        self._maybe_fit_model()
-        if not self._model_ready:
-            return
-        if self.guided_episodes > 0 and self._n_updates % self.guided_every == 0:
-            guided_returns = [self._guided_rollout(callback) for _ in range(self.guided_episodes)]
-            self.logger.record("demo/guided_return", float(np.mean(guided_returns)))
-            self._maybe_fit_model()
-        if self.labels_per_update > 0 and self._visited:
-            visited = np.concatenate(self._visited)
-            count = min(self.labels_per_update, len(visited))
-            pick = np.sort(np.random.default_rng(self.num_timesteps).choice(len(visited), count, replace=False))
-            self._add_labels(*self.label_states(visited[pick]))
+    def _distill_step(self, callback: BaseCallback) -> None:
+        """Distil the labelled data into the policy (and check it, with ``distill_check``), unless stopped."""
         stopped = self.distill_patience is not None and self._rejections_in_a_row >= self.distill_patience
         if self.distill_weight > 0.0 and len(self._label_obs) > 0 and not stopped:
             previous = self.policy.parameters_to_vector()
@@ -503,6 +492,29 @@ class DeMoARS(ARS):
                 self._check_distilled(previous, callback)
             for key, value in stats.items():
                 self.logger.record(f"demo/distill_{key}", value)
+
+    def _do_one_update(self, callback: BaseCallback, async_eval: AsyncEval | None) -> None:
+        if self.num_random_steps < self.random_steps:
+            self._random_warmup(callback)
+        if self.guided_episodes > 0 and self._n_updates % self.guided_every == 0:
+            # the layer goes first and its episodes are distilled, so that this update's ARS candidates explore
+            # around a policy that has seen where the layer went (e.g. the goal of a sparse task)
+            self._maybe_fit_model()
+            if self._model_ready:
+                guided_returns = [self._guided_rollout(callback) for _ in range(self.guided_episodes)]
+                self.logger.record("demo/guided_return", float(np.mean(guided_returns)))
+                self._maybe_fit_model()
+                self._distill_step(callback)
+        super()._do_one_update(callback, async_eval)  # ARS: candidates in the env, then the ARS step
+        self._maybe_fit_model()
+        if not self._model_ready:
+            return
+        if self.labels_per_update > 0 and self._visited:
+            visited = np.concatenate(self._visited)
+            count = min(self.labels_per_update, len(visited))
+            pick = np.sort(np.random.default_rng(self.num_timesteps).choice(len(visited), count, replace=False))
+            self._add_labels(*self.label_states(visited[pick]))
+        self._distill_step(callback)
         self.logger.record("demo/distill_accepted", self.num_distill_accepted)
         self.logger.record("demo/distill_rejected", self.num_distill_rejected)
         self.logger.record("demo/guided_steps", self.num_guided_steps)
