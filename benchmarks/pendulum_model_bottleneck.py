@@ -6,9 +6,11 @@ evaluation) with the *same* trained actor, critic and learned model, changing on
 
 - the critic's terminal value off, the actor's proposals off, both off;
 - the exact model (``PendulumDynamics``) instead of the learned ensemble (with and without critic/prior);
+- the ensemble's predictions sampled from its members' Gaussians, or their means (``deterministic``);
 - the ensemble's ``disagreement_penalty`` at each value of ``--penalties``.
 
     python benchmarks/pendulum_model_bottleneck.py --seed 1 --steps 500 --penalties 1 5 20
+    python benchmarks/pendulum_model_bottleneck.py --seed 1 --steps 500 --penalties --variant sampled
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ def main() -> None:
         ret = evaluate(model, args.seed, no_value, no_prior)
         print(f"{head}, {label}: {ret:.1f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     model.dynamics = learned
+    trained_as = learned.deterministic
+    for deterministic in (False, True):
+        learned.deterministic = deterministic
+        ret = evaluate(model, args.seed)
+        kind = "members' means" if deterministic else "sampled predictions"
+        print(f"{head}, learned model, {kind}: {ret:.1f}", flush=True)
+    learned.deterministic = trained_as
     for penalty in args.penalties:
         learned.disagreement_penalty = penalty
         ret = evaluate(model, args.seed)
