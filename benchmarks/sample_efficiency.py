@@ -298,13 +298,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
             steps = np.array([row["steps"] for row in runs[0]["rows"]])
             runs = [r for r in runs if len(r["rows"]) == len(steps)]
             curves = np.array([[row[key] for row in r["rows"]] for r in runs])
-            label = f"{name} ({key})" if name.startswith("demo") else name
+            label = (f"{name} ({key})" if name.startswith("demo") else name) + f", {len(runs)} seeds"
             ax.plot(steps, curves.mean(0), label=label)
             ax.fill_between(steps, curves.min(0), curves.max(0), alpha=0.2)
     ax.axhline(results["threshold"], color="k", ls="--", lw=0.8)
     ax.set_xlabel("env steps")
     ax.set_ylabel("mean eval return")
-    ax.set_title(f"{results['env']}: {len(next(iter(results['runs'].values())))} seeds (mean, min-max)")
+    ax.set_title(f"{results['env']}: mean over seeds, min-max band")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
