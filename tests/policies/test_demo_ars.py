@@ -16,19 +16,20 @@ from sb3_demo.ars import ridge_fit_linear
 FAST_PLANNER = dict(horizon=5, num_samples=16, num_iterations=1)
 
 
-def _mean_length(model, env_id: str, episodes: int = 3) -> float:
-    env = gym.make(env_id)
-    lengths = []
+def _rollouts(model, env_id: str, first_seed: int, episodes: int = 3) -> tuple[float, float]:
+    """Mean return and length of the policy alone (deterministic), observations normalised as in training."""
+    env, vec_norm = gym.make(env_id), model.get_vec_normalize_env()
+    returns, lengths = [], []
     for episode in range(episodes):
-        obs, _ = env.reset(seed=500 + episode)
-        length, done = 0, False
+        obs, _ = env.reset(seed=first_seed + episode)
+        total, length, done = 0.0, 0, False
         while not done:
-            action, _ = model.predict(obs, deterministic=True)
-            obs, _, terminated, truncated, _ = env.step(action)
-            length += 1
-            done = terminated or truncated
+            action, _ = model.predict(obs if vec_norm is None else vec_norm.normalize_obs(obs), deterministic=True)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total, length, done = total + float(reward), length + 1, terminated or truncated
+        returns.append(total)
         lengths.append(length)
-    return float(np.mean(lengths))
+    return float(np.mean(returns)), float(np.mean(lengths))
 
 
 def test_ridge_fit_recovers_a_linear_map_and_pulls_towards_the_centre() -> None:
@@ -81,24 +82,10 @@ def test_layer_labels_make_the_linear_policy_balance_sooner_than_plain_ars() -> 
     ours.learn(budget)
     plain = ARS("LinearPolicy", make_vec_env("InvertedPendulum-v5", n_envs=1, seed=0), **ars_kwargs)
     plain.learn(ours.num_timesteps)
-    ours_length = _mean_length(ours, "InvertedPendulum-v5")
-    plain_length = _mean_length(plain, "InvertedPendulum-v5")
+    ours_length = _rollouts(ours, "InvertedPendulum-v5", 500)[1]
+    plain_length = _rollouts(plain, "InvertedPendulum-v5", 500)[1]
     assert ours.num_random_steps >= 300 and ours.num_labels > 0
     assert ours_length > 60 and ours_length > 2 * plain_length, (ours_length, plain_length)
-
-
-def _mountain_car_return(model, episodes: int = 3) -> float:
-    """Mean return of the linear policy alone, observations normalised with the training statistics."""
-    env, vec_norm, returns = gym.make("MountainCarContinuous-v0"), model.get_vec_normalize_env(), []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=900 + episode)
-        total, done = 0.0, False
-        while not done:
-            action, _ = model.predict(vec_norm.normalize_obs(obs), deterministic=True)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total, done = total + float(reward), terminated or truncated
-        returns.append(total)
-    return float(np.mean(returns))
 
 
 def test_a_guided_brown_noise_episode_teaches_the_linear_policy_mountain_car() -> None:
@@ -119,8 +106,8 @@ def test_a_guided_brown_noise_episode_teaches_the_linear_policy_mountain_car() -
     plain = ARS("LinearPolicy", env(), **ars_kwargs)
     plain.learn(ours.num_timesteps)
     assert 0 < ours.num_guided_steps < 200  # the layer reached the goal (an episode ends there)
-    assert _mountain_car_return(ours) > 90.0
-    assert _mountain_car_return(plain) < 50.0
+    assert _rollouts(ours, "MountainCarContinuous-v0", 900)[0] > 90.0
+    assert _rollouts(plain, "MountainCarContinuous-v0", 900)[0] < 50.0
 
 
 def test_save_load_and_layer_on_top(tmp_path) -> None:
