@@ -70,6 +70,9 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
         planner_kwargs=dict(horizon=10, num_samples=64, num_iterations=2),
         value_rollout_steps=40,
         labels_per_update=64,
+        # every 5th update one episode run by the layer, distilled before the candidates (session 5)
+        guided_episodes=1,
+        guided_every=5,
         distill_ridge=0.01,
         distill_check=True,
         distill_patience=10,
