@@ -77,18 +77,6 @@ def main() -> None:
         print(f"{head}, {label}: {ret:.1f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     model.dynamics = learned
     if args.refit:
-        refitted = copy.deepcopy(learned)
-        t0 = time.perf_counter()
-        stats = refitted.fit_from_buffer(model.replay_buffer, max_grad_steps=None)
-        fit_s = time.perf_counter() - t0
-        model.dynamics = refitted
-        ret = evaluate(model, args.seed)
-        print(
-            f"{head}, learned model refitted without a gradient-step cap ({int(stats['grad_steps'])} gradient "
-            f"steps, hold-out MSE {stats['holdout_mse']:.2g}, {fit_s:.0f} s): {ret:.1f}",
-            flush=True,
-        )
-        model.dynamics = learned
         fresh = make_dynamics(
             "ensemble",
             model.observation_space,
@@ -97,17 +85,17 @@ def main() -> None:
             model_kwargs=model.model_kwargs,
             seed=args.seed + 1,
         )
-        t0 = time.perf_counter()
-        stats = fresh.fit_from_buffer(model.replay_buffer)
-        fit_s = time.perf_counter() - t0
-        model.dynamics = fresh
-        ret = evaluate(model, args.seed)
-        print(
-            f"{head}, a new ensemble of the same size fitted to early stopping on the same data "
-            f"({int(stats['grad_steps'])} gradient steps, hold-out MSE {stats['holdout_mse']:.2g}, {fit_s:.0f} s): "
-            f"{ret:.1f}",
-            flush=True,
-        )
+        for label, candidate, fit_kwargs in [
+            ("learned model refitted without a gradient-step cap", copy.deepcopy(learned), {"max_grad_steps": None}),
+            ("a new ensemble of the same size fitted to early stopping on the same data", fresh, {}),
+        ]:
+            t0 = time.perf_counter()
+            stats = candidate.fit_from_buffer(model.replay_buffer, **fit_kwargs)
+            fit_s = time.perf_counter() - t0
+            model.dynamics = candidate
+            ret = evaluate(model, args.seed)
+            fit = f"{int(stats['grad_steps'])} gradient steps, hold-out MSE {stats['holdout_mse']:.2g}, {fit_s:.0f} s"
+            print(f"{head}, {label} ({fit}): {ret:.1f}", flush=True)
         model.dynamics = learned
     if args.rows == "fit":
         return

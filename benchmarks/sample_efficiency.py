@@ -75,16 +75,15 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
 # Named alternatives to DEMO_SETTINGS (``--variant``), per env: what each one changes.
 # session 5's Pendulum settings: fits capped at 500 gradient steps (warm-started)
 _CAPPED = {**DEMO_SETTINGS["Pendulum-v1"], "model_fit_kwargs": dict(max_grad_steps=500)}
-_PENDULUM = _CAPPED
 # sessions 1-4's settings, which the session-4 pilots below changed: the model samples each prediction
-_SAMPLED = {**_PENDULUM, "model_kwargs": {**_PENDULUM["model_kwargs"], "deterministic": False}}
+_SAMPLED = {**_CAPPED, "model_kwargs": {**_CAPPED["model_kwargs"], "deterministic": False}}
 DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "Pendulum-v1": {
         # the wrapper benchmark's planner (horizon 20, 200 samples) and a critic warm-up: the young critic's
         # terminal value is left out of the planner's returns until 3000 gradient updates
         "h20-warm": {
             **_SAMPLED,
-            "planner_kwargs": {**_PENDULUM["planner_kwargs"], "horizon": 20, "num_samples": 200},
+            "planner_kwargs": {**_CAPPED["planner_kwargs"], "horizon": 20, "num_samples": 200},
             "terminal_value_starts": 3000,
         },
         # the reference ensemble (7 members of 4x200, 5 elites) under the same fitting budget
@@ -94,7 +93,7 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         },
         # 3 particles per sequence (one per elite): a sequence's return is the mean over the elites, so one
         # member's error is less easily exploited by the sharp weights
-        "p3": {**_SAMPLED, "planner_kwargs": {**_PENDULUM["planner_kwargs"], "num_particles": 3}},
+        "p3": {**_SAMPLED, "planner_kwargs": {**_CAPPED["planner_kwargs"], "num_particles": 3}},
         # sessions 1-4's benchmarked settings (the model samples each prediction)
         "sampled": _SAMPLED,
         # session 5's benchmarked settings (the means, fits capped at 500 gradient steps)
