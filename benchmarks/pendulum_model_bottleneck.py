@@ -52,8 +52,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--penalties", nargs="*", type=float, default=[1.0, 5.0, 20.0])
     parser.add_argument("--variant", default=None, help="named DeMo settings of sample_efficiency.py")
-    parser.add_argument("--refit", action="store_true", help="also refit the ensemble without a gradient-step cap")
-    parser.add_argument("--rows", choices=["all", "fit"], default="all", help="fit: as trained, refitted, exact")
+    parser.add_argument(
+        "--refit", action="store_true", help="also refit the ensemble without a cap, and fit a new one from scratch"
+    )
+    parser.add_argument(
+        "--rows", choices=["all", "fit"], default="all", help="fit: as trained, exact, and the --refit rows"
+    )
     args = parser.parse_args()
     th.set_num_threads(1)
     model = make_algo("demosac", "Pendulum-v1", args.seed, args.variant)
