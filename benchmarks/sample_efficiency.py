@@ -53,9 +53,10 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
         # on a few hundred transitions is what the planner optimises (BENCHMARKS.md, session 5)
         model_kwargs=dict(hidden_sizes=(128, 128), num_members=5, num_elites=3, deterministic=True),
         model_train_freq=250,
-        # every fit runs to hold-out early stopping, no cap on gradient steps (session 6). This does not free
-        # an ensemble whose fits got stuck, which is what held seed 3 back (BENCHMARKS.md, session 6)
-        model_fit_kwargs=dict(max_grad_steps=None),
+        # session 7: the first fit (100 transitions) left warm-started fits stuck (BENCHMARKS.md). Fresh weights
+        # and normalisation whenever the data has doubled; warm fits in between wait 100 gradient steps for an
+        # improvement before early stopping; at most 2000 gradient steps a fit
+        model_fit_kwargs=dict(reinit_growth=2.0, patience_steps=100, max_grad_steps=2000),
     ),
     "InvertedPendulum-v5": dict(
         # the +1-per-step reward gives near-equal returns: standardise them (sharp weights), more actor proposals
@@ -75,6 +76,8 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
 # Named alternatives to DEMO_SETTINGS (``--variant``), per env: what each one changes.
 # session 5's Pendulum settings: fits capped at 500 gradient steps (warm-started)
 _CAPPED = {**DEMO_SETTINGS["Pendulum-v1"], "model_fit_kwargs": dict(max_grad_steps=500)}
+# session 6's: warm-started fits to early stopping, no cap
+_UNCAPPED = {**_CAPPED, "model_fit_kwargs": dict(max_grad_steps=None)}
 # sessions 1-4's settings, which the session-4 pilots below changed: the model samples each prediction
 _SAMPLED = {**_CAPPED, "model_kwargs": {**_CAPPED["model_kwargs"], "deterministic": False}}
 DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -98,6 +101,8 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "sampled": _SAMPLED,
         # session 5's benchmarked settings (the means, fits capped at 500 gradient steps)
         "capped": _CAPPED,
+        # session 6's benchmarked settings (warm-started fits to early stopping, no cap)
+        "uncapped": _UNCAPPED,
     },
 }
 

@@ -10,8 +10,11 @@ Training (:meth:`EnsembleDynamics.fit`): inputs and targets are standardised wit
 data, a random hold-out set is put aside, each member trains on its own bootstrap of the rest with the
 Gaussian negative log-likelihood, weight decay and a penalty that keeps the learnable log-variance bounds
 tight; training stops when no member improved its hold-out MSE by more than 1 % for ``patience``
-epochs, every member keeps its best weights, and the ``num_elites`` members with the lowest hold-out MSE
-become the elites.
+epochs (and at least ``patience_steps`` gradient steps), every member keeps its best weights, and the
+``num_elites`` members with the lowest hold-out MSE become the elites. Fits continue from the current
+weights; with ``reinit_growth`` a fit starts from fresh weights whenever the data has grown by that factor
+since the last fresh start (a warm-started ensemble whose first fit saw only a few dozen transitions can stay
+stuck far from the data: BENCHMARKS.md, session 7).
 
 Prediction (``model(states, actions)``) uses trajectory sampling (TS-inf): row ``i`` of a batch always
 goes through elite ``i % num_elites``, so a particle keeps its member along a planned trajectory, and
@@ -50,12 +53,21 @@ class EnsembleLinear(nn.Module):
         self.num_members = num_members
         self.in_features = in_features
         self.out_features = out_features
-        # truncated normal with std 1 / (2 sqrt(in)) (as in PETS), cut at 2 std
-        std = 1.0 / (2.0 * math.sqrt(in_features))
-        weight = th.empty(num_members, in_features, out_features)
+        self.weight = nn.Parameter(th.empty(num_members, in_features, out_features))
+        self.bias = nn.Parameter(th.empty(num_members, 1, out_features))
+        self.reset_parameters(generator)
+
+    @th.no_grad()
+    def reset_parameters(self, generator: th.Generator | None = None) -> None:
+        """Truncated-normal weights with std 1 / (2 sqrt(in)) (as in PETS), cut at 2 std; zero biases.
+
+        :param generator: a CPU generator for the draw (the weights are drawn on the CPU, then copied)
+        """
+        std = 1.0 / (2.0 * math.sqrt(self.in_features))
+        weight = th.empty(self.weight.shape)
         nn.init.trunc_normal_(weight, std=std, a=-2.0 * std, b=2.0 * std, generator=generator)
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(th.zeros(num_members, 1, out_features))
+        self.weight.copy_(weight)
+        self.bias.zero_()
 
     def forward(self, x: th.Tensor, members: th.Tensor | int | None = None) -> th.Tensor:
         """
@@ -207,6 +219,8 @@ class EnsembleDynamics(nn.Module):
         self.generator = th.Generator(device=self.device)
         self.generator.manual_seed(seed + 1)
         self.optimizer: th.optim.Optimizer | None = None
+        # transitions of the fit that last started from fresh weights (0: none yet); see ``fit(reinit_growth=)``
+        self.fresh_fit_size = 0
 
     # ------------------------------------------------------------------ basics
 
@@ -372,12 +386,15 @@ class EnsembleDynamics(nn.Module):
         max_epochs: int | None = None,
         batch_size: int = 256,
         patience: int = 5,
+        patience_steps: int = 0,
         max_grad_steps: int | None = None,
+        reinit_growth: float | None = None,
     ) -> dict[str, float]:
         """Train every member on a bootstrap of the data, with hold-out early stopping and elite selection.
 
-        Training continues from the current weights (call it again as the data grows); the normalisation
-        statistics are re-fitted on all the data each call.
+        Training continues from the current weights (call it again as the data grows), unless
+        ``reinit_growth`` asks for fresh ones. The normalisation statistics are re-fitted on all the data at
+        each call, or, with ``reinit_growth``, at each fresh start only (the warm fits in between keep them).
 
         :param observations: (N, S)
         :param actions: (N, A) in environment units
@@ -388,15 +405,28 @@ class EnsembleDynamics(nn.Module):
         :param max_epochs: cap on epochs (None: until early stopping)
         :param batch_size: minibatch size per member
         :param patience: epochs without a > ``improvement_threshold`` hold-out improvement before stopping
+        :param patience_steps: stop only once at least this many gradient steps have also passed without an
+            improvement (an epoch of a few hundred transitions is one or two gradient steps, too few for a
+            warm-started model to show progress); 0: epochs only
         :param max_grad_steps: cap on gradient steps (None: no cap)
+        :param reinit_growth: > 1, or None; start this fit from freshly initialised weights (and a new
+            optimiser) when there is no fresh start yet or the number of transitions is at least
+            ``reinit_growth`` times that of the last fresh start (2.0: at about 2, 4, 8, ... times the first
+            fit's data, so the fresh fits cost at most about twice the last one). None: always warm-start
         :return: ``train_loss`` (last epoch's mean NLL per member), ``holdout_loss`` and ``holdout_mse``
             (elites' mean NLL and MSE on the hold-out set, in standardised target units, i.e. each target
             dimension divided by its standard deviation), ``num_elites``, ``epochs``, ``grad_steps``,
-            ``num_train``, ``num_holdout``
+            ``num_train``, ``num_holdout``, ``reinitialized`` (1.0 when this fit started from fresh weights)
         """
         for name, value in (("batch_size", batch_size), ("patience", patience)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(patience_steps, int) or patience_steps < 0:
+            raise ValueError(f"patience_steps must be an integer >= 0, got {patience_steps!r}")
+        if reinit_growth is not None and not (
+            isinstance(reinit_growth, int | float) and math.isfinite(reinit_growth) and reinit_growth > 1.0
+        ):
+            raise ValueError(f"reinit_growth must be None or a number > 1, got {reinit_growth!r}")
         for name, cap in (("max_epochs", max_epochs), ("max_grad_steps", max_grad_steps)):
             if cap is not None and (not isinstance(cap, int) or cap < 1):
                 raise ValueError(f"{name} must be None or an integer >= 1, got {cap!r}")
@@ -433,10 +463,19 @@ class EnsembleDynamics(nn.Module):
         if n < 2:
             raise ValueError(f"EnsembleDynamics.fit needs at least 2 finite transitions, got {n}")
 
-        self.input_mean.copy_(inputs.mean(dim=0))
-        self.input_std.copy_(_safe_std(inputs))
-        self.target_mean.copy_(targets.mean(dim=0))
-        self.target_std.copy_(_safe_std(targets))
+        reinitialize = reinit_growth is not None and (
+            self.fresh_fit_size == 0 or n >= reinit_growth * self.fresh_fit_size
+        )
+        if reinitialize:
+            self.reinitialize()
+            self.fresh_fit_size = n
+        # with fresh starts, the statistics stay those of the last fresh start: re-fitting them under warm
+        # weights shifts every input and output of the trained networks (BENCHMARKS.md, session 7)
+        if reinit_growth is None or reinitialize:
+            self.input_mean.copy_(inputs.mean(dim=0))
+            self.input_std.copy_(_safe_std(inputs))
+            self.target_mean.copy_(targets.mean(dim=0))
+            self.target_std.copy_(_safe_std(targets))
         x_all = (inputs - self.input_mean) / self.input_std
         y_all = (targets - self.target_mean) / self.target_std
 
@@ -457,6 +496,7 @@ class EnsembleDynamics(nn.Module):
         best_mse = self._evaluate(x_val, y_val)[1]
         best_state = {k: v.detach().clone() for k, v in self._member_params().items()}
         epochs_since_improvement = 0
+        last_improvement_step = 0
         epoch = 0
         grad_steps = 0
         train_loss = math.nan
@@ -487,9 +527,10 @@ class EnsembleDynamics(nn.Module):
                         best_state[name][improved] = param.detach()[improved]
                 best_mse = th.where(improved, mse, best_mse)
                 epochs_since_improvement = 0
+                last_improvement_step = grad_steps
             else:
                 epochs_since_improvement += 1
-            if epochs_since_improvement >= patience:
+            if epochs_since_improvement >= patience and grad_steps - last_improvement_step >= patience_steps:
                 break
             if max_epochs is not None and epoch >= max_epochs:
                 break
@@ -516,7 +557,22 @@ class EnsembleDynamics(nn.Module):
             "grad_steps": float(grad_steps),
             "num_train": float(n_train),
             "num_holdout": float(n_hold),
+            "reinitialized": float(reinitialize),
         }
+
+    @th.no_grad()
+    def reinitialize(self) -> None:
+        """Draw fresh weights for every member (the constructor's initialisation, seeded from the model's
+        generator), reset the log-variance bounds, drop the optimiser and mark the model unfitted."""
+        seed = int(th.randint(0, 2**62, (1,), generator=self._device_generator(), device=self.device).item())
+        init_generator = th.Generator().manual_seed(seed)
+        for layer in [*self.layers, self.output_layer]:
+            layer.reset_parameters(init_generator)
+        self.max_logvar.fill_(0.5)
+        self.min_logvar.fill_(-10.0)
+        self.elite_indices.copy_(th.arange(self.num_elites, device=self.device))
+        self.fitted.fill_(False)
+        self.optimizer = None
 
     @th.no_grad()
     def _permute_members(self, order: th.Tensor) -> None:
@@ -575,6 +631,7 @@ class EnsembleDynamics(nn.Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         generator_state = state.pop("generator")
         state.setdefault("disagreement_penalty", 0.0)  # models saved before the setting existed
+        state.setdefault("fresh_fit_size", 0)
         self.__dict__.update(state)
         self.generator = th.Generator(device=self.device)
         self.generator.set_state(generator_state)

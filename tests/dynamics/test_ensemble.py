@@ -214,6 +214,64 @@ def test_fit_early_stopping_and_caps() -> None:
     assert set(stats) >= {"train_loss", "holdout_loss", "holdout_mse", "num_elites", "epochs"}
 
 
+def test_patience_steps_waits_that_many_gradient_steps_after_the_last_improvement() -> None:
+    obs, act, next_obs, rew = pendulum_transitions(100, seed=0)  # 80 training transitions: 1 step an epoch
+    quick = small_model(learning_rate=1e-9).fit(obs, act, next_obs, rew, patience=2)
+    assert quick["grad_steps"] == 2
+    stats = small_model(learning_rate=1e-9).fit(obs, act, next_obs, rew, patience=2, patience_steps=30)
+    assert stats["grad_steps"] == 30 and stats["epochs"] == 30
+    # an improving model keeps going past patience_steps; the cap still ends it
+    capped = small_model().fit(obs, act, next_obs, rew, patience=1, patience_steps=50, max_grad_steps=70)
+    assert capped["grad_steps"] == 70
+
+
+def test_reinit_growth_starts_fresh_when_the_data_doubles_and_keeps_the_statistics_between() -> None:
+    obs, act, next_obs, rew = pendulum_transitions(400, seed=0)
+    model = small_model()
+    fresh, means = [], []
+    for n in (50, 80, 100, 199, 200, 399):
+        stats = model.fit(obs[:n], act[:n], next_obs[:n], rew[:n], max_epochs=2, reinit_growth=2.0)
+        fresh.append(stats["reinitialized"])
+        means.append(model.input_mean.clone())
+    assert fresh == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    assert model.fresh_fit_size == 200
+    # the normalisation is that of the last fresh start: unchanged by the warm fits in between
+    inputs = np.concatenate([obs, act], axis=1)
+    th.testing.assert_close(means[1], means[0])
+    th.testing.assert_close(means[3], means[2])
+    th.testing.assert_close(means[5], th.as_tensor(inputs[:200].mean(axis=0)))
+    # without reinit_growth every fit re-fits the statistics (and never starts fresh)
+    warm = small_model()
+    for n in (100, 150):
+        assert warm.fit(obs[:n], act[:n], next_obs[:n], rew[:n], max_epochs=2)["reinitialized"] == 0.0
+    th.testing.assert_close(warm.input_mean, th.as_tensor(inputs[:150].mean(axis=0)))
+
+
+def test_a_fresh_start_discards_the_trained_weights_and_is_seeded() -> None:
+    obs, act, next_obs, rew = pendulum_transitions(300, seed=0)
+    test = pendulum_transitions(300, seed=1)
+    model = small_model(hidden_sizes=(64, 64))
+    model.fit(obs, act, next_obs, rew, max_epochs=200, patience=20)
+    trained_mse = normalized_mse(model, *test[:3])
+    weights = model.layers[0].weight.detach().clone()
+    model.reinitialize()
+    assert not bool(model.fitted) and model.optimizer is None
+    assert not th.allclose(model.layers[0].weight, weights)
+    assert normalized_mse(model, *test[:3]) > 10 * trained_mse  # the fitted model is gone
+    # the fresh draw follows the constructor's initialisation: a normal of std 1 / (2 sqrt(in)) = 0.25 for the
+    # first layer, truncated at 2 std (which leaves a std of 0.88 times that)
+    assert abs(float(model.layers[0].weight.detach().std()) - 0.88 * 0.25) < 0.02
+    # same seed, same fits: the same model
+    twins = [small_model(hidden_sizes=(16,)) for _ in range(2)]
+    for twin in twins:
+        for n in (50, 120):
+            twin.fit(obs[:n], act[:n], next_obs[:n], rew[:n], max_epochs=3, reinit_growth=2.0)
+    for a, b in zip(twins[0].parameters(), twins[1].parameters()):
+        assert th.equal(a, b)
+    # the fresh-start bookkeeping survives pickling (how SB3 saves the model with the algorithm)
+    assert pickle.loads(pickle.dumps(twins[0])).fresh_fit_size == 120
+
+
 def test_bad_inputs_raise_clear_errors() -> None:
     model = small_model()
     with pytest.raises(ValueError, match=r"states must have shape \(N, 3\)"):
@@ -229,6 +287,12 @@ def test_bad_inputs_raise_clear_errors() -> None:
         model.fit(obs, np.zeros((10, 1)), np.zeros((10, 4)), np.zeros(10))
     with pytest.raises(ValueError, match="rewards must have shape"):
         model.fit(obs, np.zeros((10, 1)), obs, np.zeros(9))
+    with pytest.raises(ValueError, match="reinit_growth must be None or a number > 1"):
+        model.fit(obs, np.zeros((10, 1)), obs, np.zeros(10), reinit_growth=1.0)
+    with pytest.raises(ValueError, match="reinit_growth must be None or a number > 1"):
+        model.fit(obs, np.zeros((10, 1)), obs, np.zeros(10), reinit_growth=float("nan"))
+    with pytest.raises(ValueError, match="patience_steps must be an integer >= 0"):
+        model.fit(obs, np.zeros((10, 1)), obs, np.zeros(10), patience_steps=-1)
     with pytest.raises(ValueError, match="at least 2 finite transitions"):
         model.fit(obs[:1], np.zeros((1, 1)), obs[:1], np.zeros(1))
     with pytest.raises(ValueError, match="num_elites must be <= num_members"):
