@@ -208,19 +208,21 @@ class EnsembleDynamics(nn.Module):
         self.register_buffer("target_std", th.ones(self.output_dim))
         self.register_buffer("elite_indices", th.arange(num_elites, dtype=th.long))
         self.register_buffer("fitted", th.zeros((), dtype=th.bool))
+        # transitions of the fit that last started from fresh weights (0: none yet), see ``fit(reinit_growth=)``;
+        # a buffer, so that it is saved with the weights (``load`` then ``learn`` goes on with the same schedule)
+        self.register_buffer("fresh_fit_size", th.zeros((), dtype=th.long))
         self.input_mean: th.Tensor
         self.input_std: th.Tensor
         self.target_mean: th.Tensor
         self.target_std: th.Tensor
         self.elite_indices: th.Tensor
         self.fitted: th.Tensor
+        self.fresh_fit_size: th.Tensor
 
         self.to(device)
         self.generator = th.Generator(device=self.device)
         self.generator.manual_seed(seed + 1)
         self.optimizer: th.optim.Optimizer | None = None
-        # transitions of the fit that last started from fresh weights (0: none yet); see ``fit(reinit_growth=)``
-        self.fresh_fit_size = 0
 
     # ------------------------------------------------------------------ basics
 
@@ -463,12 +465,11 @@ class EnsembleDynamics(nn.Module):
         if n < 2:
             raise ValueError(f"EnsembleDynamics.fit needs at least 2 finite transitions, got {n}")
 
-        reinitialize = reinit_growth is not None and (
-            self.fresh_fit_size == 0 or n >= reinit_growth * self.fresh_fit_size
-        )
+        last_fresh = int(self.fresh_fit_size)
+        reinitialize = reinit_growth is not None and (last_fresh == 0 or n >= reinit_growth * last_fresh)
         if reinitialize:
             self.reinitialize()
-            self.fresh_fit_size = n
+            self.fresh_fit_size.fill_(n)
         # with fresh starts, the statistics stay those of the last fresh start: re-fitting them under warm
         # weights shifts every input and output of the trained networks (BENCHMARKS.md, session 7)
         if reinit_growth is None or reinitialize:
@@ -631,10 +632,17 @@ class EnsembleDynamics(nn.Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         generator_state = state.pop("generator")
         state.setdefault("disagreement_penalty", 0.0)  # models saved before the setting existed
-        state.setdefault("fresh_fit_size", 0)
+        buffers = state.get("_buffers", {})
+        if "fresh_fit_size" not in buffers:  # models saved before fresh starts existed
+            buffers["fresh_fit_size"] = th.zeros((), dtype=th.long, device=buffers["fitted"].device)
         self.__dict__.update(state)
         self.generator = th.Generator(device=self.device)
         self.generator.set_state(generator_state)
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # state dicts saved before fresh starts existed have no ``fresh_fit_size``: none yet
+        state_dict.setdefault(prefix + "fresh_fit_size", th.zeros((), dtype=th.long))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (

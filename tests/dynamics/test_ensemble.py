@@ -234,7 +234,7 @@ def test_reinit_growth_starts_fresh_when_the_data_doubles_and_keeps_the_statisti
         fresh.append(stats["reinitialized"])
         means.append(model.input_mean.clone())
     assert fresh == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
-    assert model.fresh_fit_size == 200
+    assert int(model.fresh_fit_size) == 200
     # the normalisation is that of the last fresh start: unchanged by the warm fits in between
     inputs = np.concatenate([obs, act], axis=1)
     th.testing.assert_close(means[1], means[0])
@@ -268,8 +268,22 @@ def test_a_fresh_start_discards_the_trained_weights_and_is_seeded() -> None:
             twin.fit(obs[:n], act[:n], next_obs[:n], rew[:n], max_epochs=3, reinit_growth=2.0)
     for a, b in zip(twins[0].parameters(), twins[1].parameters()):
         assert th.equal(a, b)
-    # the fresh-start bookkeeping survives pickling (how SB3 saves the model with the algorithm)
-    assert pickle.loads(pickle.dumps(twins[0])).fresh_fit_size == 120
+    # the fresh-start bookkeeping is saved with the weights (what DeMoSAC's save/load uses) and pickled
+    assert int(pickle.loads(pickle.dumps(twins[0])).fresh_fit_size) == 120
+    restored = small_model(hidden_sizes=(16,), seed=5)
+    restored.load_state_dict(twins[0].state_dict())
+    assert int(restored.fresh_fit_size) == 120
+    stats = restored.fit(obs[:200], act[:200], next_obs[:200], rew[:200], max_epochs=1, reinit_growth=2.0)
+    assert stats["reinitialized"] == 0.0  # 200 < 2 x 120: goes on warm, as the saved model would have
+    # state dicts (and pickles) saved before fresh starts existed still load, as "no fresh start yet"
+    old = {k: v for k, v in twins[0].state_dict().items() if k != "fresh_fit_size"}
+    restored.load_state_dict(old)
+    assert int(restored.fresh_fit_size) == 0
+    state = twins[0].__getstate__()
+    state["_buffers"] = {k: v for k, v in state["_buffers"].items() if k != "fresh_fit_size"}
+    unpickled = EnsembleDynamics.__new__(EnsembleDynamics)
+    unpickled.__setstate__(state)
+    assert int(unpickled.fresh_fit_size) == 0
 
 
 def test_bad_inputs_raise_clear_errors() -> None:
