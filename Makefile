@@ -25,6 +25,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check sb3_demo tests benchmarks examples
+	$(PY) -m ruff format --check sb3_demo tests benchmarks examples
 	$(PY) -m mypy sb3_demo
 	$(PY) -m pytest -q
 

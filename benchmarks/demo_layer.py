@@ -196,8 +196,9 @@ def run_layer(env_id: str, base: str, seed: int, base_steps: int, layer_kwargs: 
     if vec_norm is not None:  # the base alone sees normalised observations, as in training
         from stable_baselines3.common.vec_env import VecNormalize
 
-        base_env: Any = VecNormalize(make_vec_env(env_id, n_envs=10, seed=1_000 + seed), training=False,
-                                     norm_obs=True, norm_reward=False)
+        base_env: Any = VecNormalize(
+            make_vec_env(env_id, n_envs=10, seed=1_000 + seed), training=False, norm_obs=True, norm_reward=False
+        )
         base_env.obs_rms = vec_norm.obs_rms.copy()
     else:
         base_env = make_vec_env(env_id, n_envs=10, seed=1_000 + seed)
@@ -272,8 +273,9 @@ def steps_table(records: list[dict[str, Any]]) -> str:
                 ratio = f"< {a / ours['env_steps']:.2f}"
             else:
                 ratio = "neither"
-            kept, checked = ours.get("distill_accepted", 0), ours.get("distill_accepted", 0) + ours.get(
-                "distill_rejected", 0
+            kept, checked = (
+                ours.get("distill_accepted", 0),
+                ours.get("distill_accepted", 0) + ours.get("distill_rejected", 0),
             )
             lines.append(
                 f"| {env_id} ({ars['threshold']:g}; {ars['budget']:,} / {ours['budget']:,}) | {seed} "

@@ -58,9 +58,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "small": dict(horizon=2, num_samples=16, num_particles=1, num_iterations=1),
     "tiny": dict(horizon=1, num_samples=8, num_particles=1, num_iterations=1),
 }
-COMMON_PLANNER = dict(
-    prior_fraction=0.05, utility="exp", temperature=1.0, gamma_mean=1.0, gamma_std=0.9, init_std=0.5
-)
+COMMON_PLANNER = dict(prior_fraction=0.05, utility="exp", temperature=1.0, gamma_mean=1.0, gamma_std=0.9, init_std=0.5)
 
 
 def machine() -> dict[str, Any]:
@@ -206,9 +204,7 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
         for model_name, dynamics in models.items():
             for size_name in args.sizes:
                 settings = {**COMMON_PLANNER, **SIZES[size_name]}
-                planner = make_policy_planner(
-                    dynamics, sac.policy, env.action_space, settings, seed=args.seed
-                )
+                planner = make_policy_planner(dynamics, sac.policy, env.action_space, settings, seed=args.seed)
                 # unconstrained: how long one full plan takes
                 full = []
                 with Priority(env, args.niceness, args.rt_priority):
@@ -221,9 +217,7 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
                 stats = LatencyStats()
                 controller = RealTimeController(planner, PERIOD, budget_fraction=BUDGET_FRACTION, stats=stats)
 
-                def planned(
-                    obs: np.ndarray, start: float, controller: RealTimeController = controller
-                ) -> Any:
+                def planned(obs: np.ndarray, start: float, controller: RealTimeController = controller) -> Any:
                     return controller.act(obs, start).action[0].numpy()
 
                 loop = run_loop(env, planned, args.loop_steps, args.seed, args)

@@ -23,8 +23,9 @@ from sb3_demo import DeMoPolicy
 def main() -> None:
     th.set_num_threads(1)
     env = make_vec_env("Pendulum-v1", n_envs=5, seed=0)
-    model = ARS("LinearPolicy", "Pendulum-v1", n_delta=4, n_top=1, learning_rate=0.018, delta_std=0.1,
-                zero_policy=False, seed=0)
+    model = ARS(
+        "LinearPolicy", "Pendulum-v1", n_delta=4, n_top=1, learning_rate=0.018, delta_std=0.1, zero_policy=False, seed=0
+    )
     model.learn(3_000)
     base_mean, base_std = evaluate_policy(model, env, n_eval_episodes=5)
     print(f"linear ARS policy alone:       {base_mean:8.1f} +/- {base_std:.1f}")

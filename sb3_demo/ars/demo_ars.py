@@ -254,7 +254,7 @@ class DeMoARS(ARS):
             if self.value_rollout_steps > 0
             else None
         )
-        common = dict(
+        common: dict[str, Any] = dict(
             action_dim=int(self.action_space.shape[0]),
             prior=prior,
             terminal_value=value,
@@ -266,9 +266,9 @@ class DeMoARS(ARS):
         # labels: independent states, the plan's mean seeded from the linear policy's rollout each call
         label_kwargs = {**self.planner_kwargs, "shift": "prior"}
         try:
-            self.label_planner = DMDMPCPlanner(self.dynamics, seed=seed, **common, **label_kwargs)  # type: ignore[arg-type]
+            self.label_planner = DMDMPCPlanner(self.dynamics, seed=seed, **common, **label_kwargs)
             self.guide_planner = DMDMPCPlanner(
-                self.dynamics, seed=None if seed is None else seed + 1, **common, **self.planner_kwargs  # type: ignore[arg-type]
+                self.dynamics, seed=None if seed is None else seed + 1, **common, **self.planner_kwargs
             )
         except TypeError as exc:
             raise ValueError(f"invalid planner_kwargs {sorted(self.planner_kwargs)}: {exc}") from None
@@ -422,9 +422,10 @@ class DeMoARS(ARS):
         if self.min_label_advantage is not None:
             horizon = self.label_planner.horizon + self.value_rollout_steps
             assert isinstance(self.action_space, spaces.Box) and self.label_planner.prior is not None
-            prior_return = prior_rollout_value(
-                self.dynamics, self.label_planner.prior, self.action_space, horizon  # type: ignore[arg-type]
-            )(states)
+            assert self.dynamics is not None
+            prior_return = prior_rollout_value(self.dynamics, self.label_planner.prior, self.action_space, horizon)(
+                states
+            )
             ok_t &= (result.expected_return - prior_return) > self.min_label_advantage
         ok = ok_t.cpu().numpy()
         self.num_labels += int(ok.sum())

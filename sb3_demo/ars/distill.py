@@ -22,9 +22,7 @@ def linear_layer_of(policy: nn.Module) -> nn.Linear:
     :raises ValueError: when the policy is not linear (hidden layers, a tanh squashing)
     """
     layers = [m for m in policy.modules() if isinstance(m, nn.Linear)]
-    others = [
-        m for m in policy.modules() if len(list(m.children())) == 0 and not isinstance(m, nn.Linear | nn.Flatten)
-    ]
+    others = [m for m in policy.modules() if len(list(m.children())) == 0 and not isinstance(m, nn.Linear | nn.Flatten)]
     if len(layers) != 1 or others or getattr(policy, "squash_output", False):
         raise ValueError(
             "distillation into the policy needs a linear policy (sb3-contrib ARS 'LinearPolicy': one nn.Linear, "

@@ -94,16 +94,12 @@ class Leg2REnv(HardwareEnv):
         if not (math.isfinite(control_period) and control_period > 0):
             raise ValueError(f"control_period must be a finite number of seconds > 0, got {control_period}")
         if not (math.isfinite(episode_seconds) and episode_seconds >= control_period):
-            raise ValueError(
-                f"episode_seconds must be >= control_period ({control_period}), got {episode_seconds}"
-            )
+            raise ValueError(f"episode_seconds must be >= control_period ({control_period}), got {episode_seconds}")
         if not (math.isfinite(compute_delay) and 0 <= compute_delay):
             raise ValueError(f"compute_delay must be a finite number of seconds >= 0, got {compute_delay}")
         if isinstance(sensor_noise, int | float):
             if not (math.isfinite(sensor_noise) and sensor_noise >= 0):
-                raise ValueError(
-                    f"sensor_noise must be a scale >= 0 or 6 standard deviations, got {sensor_noise}"
-                )
+                raise ValueError(f"sensor_noise must be a scale >= 0 or 6 standard deviations, got {sensor_noise}")
             noise = tuple(float(sensor_noise) * s for s in DEFAULT_SENSOR_NOISE)
         else:
             noise = tuple(float(s) for s in sensor_noise)
@@ -198,13 +194,9 @@ class Leg2REnv(HardwareEnv):
     def _check_action(self, action: Any) -> np.ndarray:
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != (ACT_DIM,):
-            raise ValueError(
-                f"the leg takes {ACT_DIM} actions (hip, knee targets), got shape {np.shape(action)}"
-            )
+            raise ValueError(f"the leg takes {ACT_DIM} actions (hip, knee targets), got shape {np.shape(action)}")
         if not np.isfinite(a).all():
-            raise ValueError(
-                f"actions must be finite, got {a.tolist()} (wrap the env in SafetyWrapper to substitute)"
-            )
+            raise ValueError(f"actions must be finite, got {a.tolist()} (wrap the env in SafetyWrapper to substitute)")
         return np.clip(a, -1.0, 1.0)
 
     @property
@@ -221,9 +213,7 @@ class Leg2REnv(HardwareEnv):
 
     # ------------------------------------------------------------------ gymnasium API
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         """Home the leg; takes ``reset_seconds`` (of wall-clock time when ``realtime``)."""
         super().reset(seed=seed)
         start = self._now()

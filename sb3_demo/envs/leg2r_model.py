@@ -195,9 +195,7 @@ def inverse_kinematics(p: np.ndarray) -> np.ndarray:
     cos_knee = (d2 - THIGH_LENGTH**2 - SHANK_LENGTH**2) / (2 * THIGH_LENGTH * SHANK_LENGTH)
     knee = -np.arccos(np.clip(cos_knee, -1.0, 1.0))
     # angle of the hip->foot line from straight down, minus the thigh/shank triangle's angle at the hip
-    hip = np.arctan2(x, -y) - np.arctan2(
-        SHANK_LENGTH * np.sin(knee), THIGH_LENGTH + SHANK_LENGTH * np.cos(knee)
-    )
+    hip = np.arctan2(x, -y) - np.arctan2(SHANK_LENGTH * np.sin(knee), THIGH_LENGTH + SHANK_LENGTH * np.cos(knee))
     return np.stack([hip, knee], axis=-1)
 
 

@@ -123,9 +123,7 @@ class Leg2RNominalDynamics:
         if states.dim() != 2 or states.shape[1] != OBS_DIM:
             raise ValueError(f"states must have shape (N, {OBS_DIM}), got {tuple(states.shape)}")
         if actions.shape != (states.shape[0], ACT_DIM):
-            raise ValueError(
-                f"actions must have shape ({states.shape[0]}, {ACT_DIM}), got {tuple(actions.shape)}"
-            )
+            raise ValueError(f"actions must have shape ({states.shape[0]}, {ACT_DIM}), got {tuple(actions.shape)}")
         s = states.detach().cpu().double().numpy()
         a = np.clip(actions.detach().cpu().double().numpy(), -1.0, 1.0)
         n = s.shape[0]

@@ -78,15 +78,11 @@ class PlantConfig:
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if len(self.sensor_noise) != 6 or not all(math.isfinite(s) and s >= 0 for s in self.sensor_noise):
-            raise ValueError(
-                f"sensor_noise must be 6 finite standard deviations >= 0, got {self.sensor_noise}"
-            )
+            raise ValueError(f"sensor_noise must be 6 finite standard deviations >= 0, got {self.sensor_noise}")
         if self.watchdog_timeout is not None and not (self.watchdog_timeout > 0):
             raise ValueError(f"watchdog_timeout must be > 0 seconds or None, got {self.watchdog_timeout}")
         if self.watchdog_mode not in WATCHDOG_MODES:
-            raise ValueError(
-                f"watchdog_mode must be one of {list(WATCHDOG_MODES)}, got {self.watchdog_mode!r}"
-            )
+            raise ValueError(f"watchdog_mode must be one of {list(WATCHDOG_MODES)}, got {self.watchdog_mode!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -108,9 +108,7 @@ class DeMoPolicy(BasePolicy):
         assert isinstance(observation_space, spaces.Box) and isinstance(action_space, spaces.Box)
         super().__init__(observation_space, action_space, squash_output=True)
         if not isinstance(base_policy, nn.Module):
-            raise TypeError(
-                f"base_policy must be an SB3 policy or a torch nn.Module, got {type(base_policy).__name__}"
-            )
+            raise TypeError(f"base_policy must be an SB3 policy or a torch nn.Module, got {type(base_policy).__name__}")
         if terminal_value not in TERMINAL_VALUE_CHOICES:
             raise ValueError(f"terminal_value must be one of {list(TERMINAL_VALUE_CHOICES)}, got {terminal_value!r}")
         if critic_reduce not in CRITIC_REDUCES:
@@ -349,9 +347,9 @@ class DeMoPolicy(BasePolicy):
             dynamics.load_state_dict(record["state_dict"])
         norm = payload["obs_normalizer"]
         normalizer = None if norm is None else ObsNormalizer(**norm)
-        return cls(
-            base_policy=base_policy, dynamics=dynamics, obs_normalizer=normalizer, **payload["constructor"]
-        ).to(device)
+        return cls(base_policy=base_policy, dynamics=dynamics, obs_normalizer=normalizer, **payload["constructor"]).to(
+            device
+        )
 
 
 # ---------------------------------------------------------------------- helpers
@@ -364,9 +362,7 @@ def _check_base_policy(policy: nn.Module, obs_dim: int, action_dim: int) -> None
     if act_space is not None and not isinstance(act_space, spaces.Box):
         raise ValueError(f"the base policy acts in {act_space}; the DeMo Layer needs a Box action space")
     if obs_space is not None and tuple(getattr(obs_space, "shape", ())) != (obs_dim,):
-        raise ValueError(
-            f"the base policy expects observations of shape {obs_space.shape}, the env gives ({obs_dim},)"
-        )
+        raise ValueError(f"the base policy expects observations of shape {obs_space.shape}, the env gives ({obs_dim},)")
     if act_space is not None and tuple(act_space.shape) != (action_dim,):
         raise ValueError(f"the base policy has actions of shape {act_space.shape}, the env has ({action_dim},)")
     if obs_space is None or act_space is None:  # a plain module: probe it
@@ -415,8 +411,12 @@ def _dynamics_record(dynamics: Any) -> dict[str, Any]:
             # as the state_dict
             buffer = io.BytesIO()
             th.save(dynamics, buffer)
-            return {"kind": "module", "class": type(dynamics), "module": buffer.getvalue(),
-                    "state_dict": dynamics.state_dict()}
+            return {
+                "kind": "module",
+                "class": type(dynamics),
+                "module": buffer.getvalue(),
+                "state_dict": dynamics.state_dict(),
+            }
         return {"kind": "object", "class": type(dynamics), "object": pickle.dumps(dynamics)}
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
         raise ValueError(

@@ -100,9 +100,7 @@ class RealTimeController:
     ) -> None:
         if not isinstance(planner, DMDMPCPlanner):
             raise TypeError(f"planner must be a DMDMPCPlanner, got {type(planner).__name__}")
-        if not (
-            isinstance(control_period, int | float) and math.isfinite(control_period) and control_period > 0
-        ):
+        if not (isinstance(control_period, int | float) and math.isfinite(control_period) and control_period > 0):
             raise ValueError(f"control_period must be a finite number of seconds > 0, got {control_period!r}")
         if not (0.0 < budget_fraction <= 1.0):
             raise ValueError(f"budget_fraction must be in (0, 1], got {budget_fraction}")

@@ -76,9 +76,7 @@ class LatencyStats:
         self.fallbacks += int(fallbacks)
         self.fallback_steps += int(fallbacks > 0)
         self.iterations_total += int(iterations)
-        self.iterations_min = (
-            iterations if self.iterations_min is None else min(self.iterations_min, iterations)
-        )
+        self.iterations_min = iterations if self.iterations_min is None else min(self.iterations_min, iterations)
         self.max_overrun = max(self.max_overrun, float(overrun))
 
     @property

@@ -129,9 +129,7 @@ class SafetyWrapper(gym.Wrapper):
         high = _as_bound("action_high", action_high, dim, env_high)
         low, high = np.maximum(low, env_low), np.minimum(high, env_high)
         if not (high >= low).all():
-            raise ValueError(
-                f"action_high must be >= action_low, got low={low.tolist()}, high={high.tolist()}"
-            )
+            raise ValueError(f"action_high must be >= action_low, got low={low.tolist()}, high={high.tolist()}")
         self.action_low, self.action_high = low, high
         if max_delta is not None:
             delta = np.broadcast_to(np.asarray(max_delta, dtype=np.float64), (dim,)).copy()
@@ -141,9 +139,7 @@ class SafetyWrapper(gym.Wrapper):
         else:
             self.max_delta = None
         default = (
-            (low + high) / 2.0
-            if default_action is None
-            else _as_bound("default_action", default_action, dim, low)
+            (low + high) / 2.0 if default_action is None else _as_bound("default_action", default_action, dim, low)
         )
         self.default_action = np.clip(default, low, high)
         self.initial_action = (
@@ -157,13 +153,9 @@ class SafetyWrapper(gym.Wrapper):
         self._watchdog: Watchdog | None = None
         if watchdog_timeout is not None:
             if not (
-                isinstance(watchdog_timeout, int | float)
-                and math.isfinite(watchdog_timeout)
-                and watchdog_timeout > 0
+                isinstance(watchdog_timeout, int | float) and math.isfinite(watchdog_timeout) and watchdog_timeout > 0
             ):
-                raise ValueError(
-                    f"watchdog_timeout must be a number of seconds > 0 or None, got {watchdog_timeout!r}"
-                )
+                raise ValueError(f"watchdog_timeout must be a number of seconds > 0 or None, got {watchdog_timeout!r}")
             if not callable(getattr(env.unwrapped, "send_action", None)):
                 raise ValueError(
                     "watchdog_timeout needs an env that takes asynchronous commands (send_action), such as "
@@ -206,9 +198,7 @@ class SafetyWrapper(gym.Wrapper):
         """
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.size != self.action_low.size:
-            raise ValueError(
-                f"action must have {self.action_low.size} components, got shape {np.shape(action)}"
-            )
+            raise ValueError(f"action must have {self.action_low.size} components, got shape {np.shape(action)}")
         flags = {"invalid": False, "clipped": False, "rate_limited": False}
         if not np.isfinite(a).all():
             flags["invalid"] = True
@@ -236,9 +226,7 @@ class SafetyWrapper(gym.Wrapper):
             a, flags = self.filter_action(action)
             for key, value in flags.items():
                 self.counts[key] += int(value)
-            obs, reward, terminated, truncated, info = self.env.step(
-                a.reshape(self._shape).astype(np.float32)
-            )
+            obs, reward, terminated, truncated, info = self.env.step(a.reshape(self._shape).astype(np.float32))
             self._previous = a
         info = dict(info)
         info["executed_action"] = a.reshape(self._shape).astype(np.float32)
@@ -255,9 +243,7 @@ class SafetyWrapper(gym.Wrapper):
             self._arm()
         return obs, reward, terminated, truncated, info
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[Any, dict[str, Any]]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         with self._command_lock:
             self._generation += 1
             if self._watchdog is not None:

@@ -110,9 +110,7 @@ class ThreadedTrainCallback(BaseCallback):
     def _init_callback(self) -> None:
         model = self.model
         if not isinstance(model, OffPolicyAlgorithm):
-            raise TypeError(
-                f"ThreadedTrainCallback needs an off-policy algorithm, got {type(model).__name__}"
-            )
+            raise TypeError(f"ThreadedTrainCallback needs an off-policy algorithm, got {type(model).__name__}")
         buffer = model.replay_buffer
         if buffer is None:
             raise ValueError("the model has no replay buffer yet; call learn() (setup_model) first")

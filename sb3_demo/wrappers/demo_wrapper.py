@@ -256,4 +256,3 @@ def _gym_guides(env: Any) -> list[DeMoGuide]:
             found.append(env.guide)
         env = getattr(env, "env", None)
     return found
-

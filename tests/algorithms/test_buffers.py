@@ -14,9 +14,7 @@ ACT = spaces.Box(-1, 1, (1,), np.float32)
 def _fill(buf: AugmentedReplayBuffer, n: int, value: float = 0.0) -> None:
     for _ in range(n):
         obs = np.full((buf.n_envs, 3), value, np.float32)
-        buf.add(
-            obs, obs, np.zeros((buf.n_envs, 1)), np.zeros(buf.n_envs), np.zeros(buf.n_envs), [{}] * buf.n_envs
-        )
+        buf.add(obs, obs, np.zeros((buf.n_envs, 1)), np.zeros(buf.n_envs), np.zeros(buf.n_envs), [{}] * buf.n_envs)
 
 
 def _imagine(buf: AugmentedReplayBuffer, n: int, value: float = 1.0) -> None:

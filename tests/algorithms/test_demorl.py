@@ -73,9 +73,7 @@ def test_save_load_same_deterministic_actions_and_continue(algo: type, tmp_path:
     assert loaded.planner is not None and loaded.planner.horizon == SMALL_PLANNER["horizon"]
     # the bare actor is the same too
     loaded.predict_with_planner = model.predict_with_planner = False
-    np.testing.assert_allclose(
-        model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0]
-    )
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
     loaded.learn(60, reset_num_timesteps=False)
     assert loaded.num_timesteps == 160
 
@@ -122,9 +120,7 @@ def test_two_envs(algo: type) -> None:
 
 
 def test_planner_respects_asymmetric_bounds() -> None:
-    env = gym.wrappers.RescaleAction(
-        gym.make("Pendulum-v1"), min_action=np.array([0.0]), max_action=np.array([2.0])
-    )
+    env = gym.wrappers.RescaleAction(gym.make("Pendulum-v1"), min_action=np.array([0.0]), max_action=np.array([2.0]))
     model = _small(DeMoSAC, ActionRecorder(env), model=PendulumDynamics_in_0_2())
     model.learn(100)
     executed = np.stack(model.env.envs[0].env.actions)

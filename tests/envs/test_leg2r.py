@@ -35,9 +35,7 @@ from sb3_demo.envs.leg2r_nominal import (
 )
 from sb3_demo.realtime import HardwareModelError, check_model_allowed, is_hardware_env
 
-EXACT = dict(
-    sensor_noise=0.0, observation_latency=0.0, action_latency=0.0, mass_scale=1.0, friction_scale=1.0
-)
+EXACT = dict(sensor_noise=0.0, observation_latency=0.0, action_latency=0.0, mass_scale=1.0, friction_scale=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +76,10 @@ def test_forward_kinematics_matches_mujoco():
 def test_reference_is_the_papers_half_ellipse_and_ik_inverts_fk():
     phase = np.linspace(0, 2 * np.pi, 721)
     p = desired_foot_position(phase)
-    assert p[:, 0].min() == pytest.approx(-ELLIPSE_HALF_WIDTH) and p[:, 0].max() == pytest.approx(
-        ELLIPSE_HALF_WIDTH
-    )
+    assert p[:, 0].min() == pytest.approx(-ELLIPSE_HALF_WIDTH) and p[:, 0].max() == pytest.approx(ELLIPSE_HALF_WIDTH)
     assert p[:, 1].min() == pytest.approx(ELLIPSE_CENTER_Y)
     assert p[:, 1].max() == pytest.approx(ELLIPSE_CENTER_Y + ELLIPSE_HEIGHT)
-    np.testing.assert_allclose(
-        desired_foot_position(np.pi / 2), [0.0, ELLIPSE_CENTER_Y + ELLIPSE_HEIGHT], atol=1e-12
-    )
+    np.testing.assert_allclose(desired_foot_position(np.pi / 2), [0.0, ELLIPSE_CENTER_Y + ELLIPSE_HEIGHT], atol=1e-12)
     np.testing.assert_allclose(foot_position(inverse_kinematics(p)), p, atol=1e-9)
     torch_p = desired_foot_position_torch(th.as_tensor(np.sin(phase)), th.as_tensor(np.cos(phase)))
     np.testing.assert_allclose(torch_p.numpy(), p, atol=1e-9)
@@ -164,9 +158,7 @@ def test_nominal_model_matches_exact_plant_and_mismatch_shows():
             rng = np.random.default_rng(0)
             worst = 0.0
             for _ in range(60):
-                action = np.clip(ik_tracking_action(obs, 0.03) + rng.normal(0, 0.2, 2), -1, 1).astype(
-                    np.float32
-                )
+                action = np.clip(ik_tracking_action(obs, 0.03) + rng.normal(0, 0.2, 2), -1, 1).astype(np.float32)
                 predicted, reward, _ = nominal(th.as_tensor(obs[None]), th.as_tensor(action[None]))
                 obs, true_reward, *_ = env.step(action)
                 worst = max(worst, float(np.abs(predicted[0, :6].numpy() - obs[:6]).max()))

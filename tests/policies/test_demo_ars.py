@@ -50,8 +50,16 @@ def test_ridge_fit_recovers_a_linear_map_and_pulls_towards_the_centre() -> None:
 
 def test_every_env_step_counts_guided_rollouts_included() -> None:
     env = make_vec_env("Pendulum-v1", n_envs=1, seed=0)
-    model = DeMoARS("LinearPolicy", env, n_delta=2, seed=0, planner_kwargs=FAST_PLANNER, labels_per_update=32,
-                    guided_episodes=1, distill_check=True)
+    model = DeMoARS(
+        "LinearPolicy",
+        env,
+        n_delta=2,
+        seed=0,
+        planner_kwargs=FAST_PLANNER,
+        labels_per_update=32,
+        guided_episodes=1,
+        distill_check=True,
+    )
     model.learn(1)  # one update: 1 guided episode and a check of its distillation, 4 candidates, 1 more check
     assert model.num_guided_steps == 200
     assert model.num_timesteps == 200 + 200 + 4 * 200 + 200
@@ -99,8 +107,12 @@ def test_a_guided_brown_noise_episode_teaches_the_linear_policy_mountain_car() -
         return VecNormalize(make_vec_env("MountainCarContinuous-v0", n_envs=1, seed=1), norm_reward=False)
 
     ours = DeMoARS(
-        "LinearPolicy", env(), planner_kwargs=dict(horizon=100, noise_beta=2.0, num_samples=100, num_iterations=2),
-        guided_episodes=1, labels_per_update=0, **ars_kwargs,
+        "LinearPolicy",
+        env(),
+        planner_kwargs=dict(horizon=100, noise_beta=2.0, num_samples=100, num_iterations=2),
+        guided_episodes=1,
+        labels_per_update=0,
+        **ars_kwargs,
     )
     ours.learn(1)
     plain = ARS("LinearPolicy", env(), **ars_kwargs)

@@ -198,7 +198,10 @@ def test_unpicklable_model_clear_error_and_load_with_dynamics(tmp_path) -> None:
 def test_clear_errors_on_bad_input() -> None:
     with pytest.raises(ValueError, match="Box action space"):
         DeMoPolicy(
-            spaces.Box(-1, 1, (2,)), spaces.Discrete(3), th.nn.Linear(2, 1), point_dynamics  # type: ignore[arg-type]
+            spaces.Box(-1, 1, (2,)),
+            spaces.Discrete(3),
+            th.nn.Linear(2, 1),
+            point_dynamics,  # type: ignore[arg-type]
         )
     pendulum_model = ARS("LinearPolicy", "Pendulum-v1", seed=0)
     with pytest.raises(ValueError, match="observations of shape"):
@@ -206,8 +209,9 @@ def test_clear_errors_on_bad_input() -> None:
     with pytest.raises(ValueError, match="action_dim=2"):
         DeMoPolicy(PointEnv.observation_space, PointEnv.action_space, th.nn.Linear(2, 3), point_dynamics)
     with pytest.raises(ValueError, match="must not set"):
-        DeMoPolicy(PointEnv.observation_space, PointEnv.action_space, th.nn.Linear(2, 2), point_dynamics,
-                   {"prior": None})
+        DeMoPolicy(
+            PointEnv.observation_space, PointEnv.action_space, th.nn.Linear(2, 2), point_dynamics, {"prior": None}
+        )
     with pytest.raises(ValueError, match="has no critic"):
         DeMoPolicy.from_model(pendulum_model, dynamics="analytic", terminal_value="critic")
     with pytest.raises(ValueError, match="terminal_value must be one of"):

@@ -139,17 +139,13 @@ def test_guard_does_not_start_an_evaluation_that_cannot_finish(clock):
         guarded_overruns.append(time.perf_counter() - start - 0.002)
         assert result.fallback.all()
     assert raw_overruns == pytest.approx([0.002] * 4)  # one model evaluation past the deadline, every step
-    assert guarded_overruns == pytest.approx(
-        [0.002, -0.002, -0.002, -0.002]
-    )  # only while the cost was unknown
+    assert guarded_overruns == pytest.approx([0.002, -0.002, -0.002, -0.002])  # only while the cost was unknown
     assert controller.planner.dynamics.refused == 3
     assert controller.stats.deadline_misses == 1
 
 
 def test_fast_model_plans_within_deadline_and_improves_on_actor():
-    controller = RealTimeController(
-        make_planner(quadratic_model, num_samples=64, temperature=0.01), control_period=0.5
-    )
+    controller = RealTimeController(make_planner(quadratic_model, num_samples=64, temperature=0.01), control_period=0.5)
     for _ in range(3):
         result = controller.act(th.zeros(1, 2))
     assert result.iterations == 5 and not result.fallback.any()
@@ -175,9 +171,7 @@ def test_controller_is_a_drop_in_planner(clock):
     """Code that holds a planner (DeMoSAC's ``self.planner``) can hold the controller instead."""
     model = SlowModel(clock, cost=0.001)
     planner = make_planner(model)
-    controller = RealTimeController(
-        planner, control_period=0.008, budget=0.006, step_start_fn=lambda: clock.now
-    )
+    controller = RealTimeController(planner, control_period=0.008, budget=0.006, step_start_fn=lambda: clock.now)
     result = controller.plan(th.zeros(2, 2), deterministic=False)
     assert result.action.shape == (2, 2) and result.iterations == 1  # 2 ms of prior rollouts + 3 ms
     assert controller.stats.steps == 1 and controller.deterministic is True

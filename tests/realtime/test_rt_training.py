@@ -120,9 +120,7 @@ def test_bad_settings_raise():
 
 
 def test_replay_buffer_stores_the_executed_action():
-    env = SafetyWrapper(
-        Leg2REnv(realtime=False, episode_seconds=0.2), max_delta=0.05, initial_action=[0.0, 0.0]
-    )
+    env = SafetyWrapper(Leg2REnv(realtime=False, episode_seconds=0.2), max_delta=0.05, initial_action=[0.0, 0.0])
     try:
         model = small_sac(env, learning_starts=1000)  # random actions: large jumps the rate limit cuts
         callback = ExecutedActionCallback()

@@ -55,9 +55,7 @@ class RecordingPendulum(PendulumDynamics):
 
 
 def _pendulum_venv(n_envs: int = 1, vec_env_cls: Any = DummyVecEnv, seed: int = 0) -> Any:
-    return make_vec_env(
-        "Pendulum-v1", n_envs=n_envs, seed=seed, wrapper_class=ActionRecorder, vec_env_cls=vec_env_cls
-    )
+    return make_vec_env("Pendulum-v1", n_envs=n_envs, seed=seed, wrapper_class=ActionRecorder, vec_env_cls=vec_env_cls)
 
 
 def _agent(algo: type, env: Any, **kwargs: Any) -> Any:
@@ -156,9 +154,7 @@ def test_gym_wrappers_in_dummy_vec_env_two_envs() -> None:
         "Pendulum-v1",
         n_envs=2,
         seed=0,
-        wrapper_class=lambda e: DeMoWrapper(
-            ActionRecorder(e), model="analytic", planner_kwargs=SMALL_PLANNER
-        ),
+        wrapper_class=lambda e: DeMoWrapper(ActionRecorder(e), model="analytic", planner_kwargs=SMALL_PLANNER),
     )
     agent = _agent(SAC, venv)
     received, stored = _learn_and_check_stored(agent, 80, 2)
@@ -232,9 +228,7 @@ def test_guide_prob_zero_runs_the_agents_actions_and_half_guides_about_half() ->
 
 
 def test_linear_guide_prob_schedule_follows_progress() -> None:
-    venv = DeMoVecEnvWrapper(
-        _pendulum_venv(), model="analytic", planner_kwargs=SMALL_PLANNER, guide_prob="lin_1.0"
-    )
+    venv = DeMoVecEnvWrapper(_pendulum_venv(), model="analytic", planner_kwargs=SMALL_PLANNER, guide_prob="lin_1.0")
     agent = _agent(SAC, venv, learning_starts=0, train_freq=4)
     flags: list[bool] = []
 
@@ -281,9 +275,7 @@ def test_learned_model_is_fitted_on_schedule_before_the_planner_acts() -> None:
     assert venv.dynamics is callback.dynamics
 
 
-def _learn_and_check_stored_with(
-    agent: Any, steps: int, callback: DeMoCallback
-) -> tuple[np.ndarray, np.ndarray]:
+def _learn_and_check_stored_with(agent: Any, steps: int, callback: DeMoCallback) -> tuple[np.ndarray, np.ndarray]:
     recorder = ReceivedActions()
     agent.learn(steps, callback=[callback, ConvertCallback(recorder)])
     received = np.stack(recorder.rows)
