@@ -37,6 +37,9 @@ RewardFn = Callable[[th.Tensor, th.Tensor, th.Tensor], th.Tensor]
 TerminationFn = Callable[[th.Tensor, th.Tensor, th.Tensor], th.Tensor]
 ArrayLike = np.ndarray | th.Tensor
 
+# initial soft bounds of the predicted log-variance (normalised target units; learnable, as in PETS)
+INIT_MAX_LOGVAR, INIT_MIN_LOGVAR = 0.5, -10.0
+
 
 class EnsembleLinear(nn.Module):
     """``E`` independent affine layers evaluated with one batched matrix product.
@@ -199,8 +202,8 @@ class EnsembleDynamics(nn.Module):
         )
         self.output_layer = EnsembleLinear(num_members, sizes[-1], 2 * self.output_dim, generator=init_generator)
         # learnable soft bounds of the log-variance (normalised target units)
-        self.max_logvar = nn.Parameter(th.full((1, self.output_dim), 0.5))
-        self.min_logvar = nn.Parameter(th.full((1, self.output_dim), -10.0))
+        self.max_logvar = nn.Parameter(th.full((1, self.output_dim), INIT_MAX_LOGVAR))
+        self.min_logvar = nn.Parameter(th.full((1, self.output_dim), INIT_MIN_LOGVAR))
 
         self.register_buffer("input_mean", th.zeros(self.input_dim))
         self.register_buffer("input_std", th.ones(self.input_dim))
@@ -569,8 +572,8 @@ class EnsembleDynamics(nn.Module):
         init_generator = th.Generator().manual_seed(seed)
         for layer in [*self.layers, self.output_layer]:
             layer.reset_parameters(init_generator)
-        self.max_logvar.fill_(0.5)
-        self.min_logvar.fill_(-10.0)
+        self.max_logvar.fill_(INIT_MAX_LOGVAR)
+        self.min_logvar.fill_(INIT_MIN_LOGVAR)
         self.elite_indices.copy_(th.arange(self.num_elites, device=self.device))
         self.fitted.fill_(False)
         self.optimizer = None

@@ -13,7 +13,7 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
 
 from sb3_demo import EnsembleDynamics
-from sb3_demo.dynamics.ensemble import transitions_from_buffer
+from sb3_demo.dynamics.ensemble import INIT_MAX_LOGVAR, INIT_MIN_LOGVAR, transitions_from_buffer
 from sb3_demo.dynamics.rewards import pendulum_reward
 
 
@@ -256,6 +256,7 @@ def test_a_fresh_start_discards_the_trained_weights_and_is_seeded() -> None:
     weights = model.layers[0].weight.detach().clone()
     model.reinitialize()
     assert not bool(model.fitted) and model.optimizer is None
+    assert bool((model.max_logvar == INIT_MAX_LOGVAR).all()) and bool((model.min_logvar == INIT_MIN_LOGVAR).all())
     assert not th.allclose(model.layers[0].weight, weights)
     assert normalized_mse(model, *test[:3]) > 10 * trained_mse  # the fitted model is gone
     # the fresh draw follows the constructor's initialisation: a normal of std 1 / (2 sqrt(in)) = 0.25 for the
