@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import torch as th
-from pendulum_model_bottleneck import evaluate  # this folder is on sys.path when run as a script
+from pendulum_model_bottleneck import evaluate, new_ensemble  # this folder is on sys.path when run as a script
 from sample_efficiency import make_algo
 
 from sb3_demo import PendulumDynamics
-from sb3_demo.common.model_factory import make_dynamics
 from sb3_demo.dynamics.ensemble import transitions_from_buffer
 
 RESULTS = Path(__file__).parent / "results"
@@ -69,14 +68,7 @@ def main() -> None:
     results: dict[str, Any] = {"seed": args.seed, "steps": args.steps, "variant": args.variant, "procedures": {}}
     learned = agent.dynamics
     for name, fit_kwargs in PROCEDURES.items():
-        model = make_dynamics(
-            "ensemble",
-            agent.observation_space,
-            agent.action_space,
-            env_id="Pendulum-v1",
-            model_kwargs=agent.model_kwargs,
-            seed=args.seed,
-        )
+        model = new_ensemble(agent, seed=args.seed)
         model.deterministic = True
         rows, fit_s = [], 0.0
         for n in schedule:

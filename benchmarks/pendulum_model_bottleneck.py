@@ -46,6 +46,18 @@ def evaluate(model: Any, seed: int, no_value: bool = False, no_prior: bool = Fal
     return float(evaluate_policy(model, env, 5)[0])
 
 
+def new_ensemble(agent: Any, seed: int) -> Any:
+    """A new, unfitted ensemble of the agent's size and settings (its ``model_kwargs``)."""
+    return make_dynamics(
+        "ensemble",
+        agent.observation_space,
+        agent.action_space,
+        env_id="Pendulum-v1",
+        model_kwargs=agent.model_kwargs,
+        seed=seed,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=1)
@@ -81,14 +93,7 @@ def main() -> None:
         print(f"{head}, {label}: {ret:.1f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     model.dynamics = learned
     if args.refit:
-        fresh = make_dynamics(
-            "ensemble",
-            model.observation_space,
-            model.action_space,
-            env_id="Pendulum-v1",
-            model_kwargs=model.model_kwargs,
-            seed=args.seed + 1,
-        )
+        fresh = new_ensemble(model, seed=args.seed + 1)
         for label, candidate, fit_kwargs in [
             ("learned model refitted without a gradient-step cap", copy.deepcopy(learned), {"max_grad_steps": None}),
             ("a new ensemble of the same size fitted to early stopping on the same data", fresh, {}),
