@@ -367,7 +367,7 @@ class DeMoMixin:
         if self._eval_planner is None:
             self._eval_planner = self._make_planner(deterministic_prior=True)
         planner = self._eval_planner
-        planner._ensure_state(obs.shape[0])
+        planner.ensure_batch(obs.shape[0])
         if episode_start is not None and np.any(episode_start):
             planner.reset(np.flatnonzero(episode_start))
         result = planner.plan(th.as_tensor(obs, device=self.device), deterministic=deterministic)

@@ -37,8 +37,8 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 import torch as th
@@ -87,6 +87,44 @@ class PlanResult:
     all_invalid: th.Tensor
     elapsed: float
     deadline_hit: bool = False
+
+
+@dataclass
+class PlanState:
+    """The planner's warm start between control steps: a diagonal Gaussian per environment.
+
+    :param mean: (B, H, A) mean action sequence in ``[-1, 1]``
+    :param std: (B, H, A) its std in ``[-1, 1]`` units
+    """
+
+    mean: th.Tensor
+    std: th.Tensor
+
+
+@dataclass
+class _Search:
+    """What the iterations of one :meth:`DMDMPCPlanner.plan` call leave: the updated plan and the last
+    iteration's candidates (B, M, H, A), returns and weights (B, M) and valid rows (B,) (None: all valid)."""
+
+    mean: th.Tensor
+    std: th.Tensor
+    deadline_hit: bool
+    samples: th.Tensor | None = None
+    returns: th.Tensor | None = None
+    weights: th.Tensor | None = None
+    valid_rows: th.Tensor | None = None
+    iterations: int = 0
+
+
+@dataclass
+class _Diagnostics:
+    """The last iteration's expected return, effective sample size, invalid and fallback rows, all (B,)."""
+
+    expected_return: th.Tensor
+    ess: th.Tensor
+    all_invalid: th.Tensor
+    fallback: th.Tensor
+    any_fallback: bool
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
@@ -172,15 +210,13 @@ def colored_noise(
     return series.transpose(-1, -2).to(dtype=dtype, device=device).contiguous()
 
 
-class DMDMPCPlanner:
-    """Dynamic Mirror Descent MPC over a batched dynamics model.
+@dataclass
+class PlannerConfig:
+    """The settings of :class:`DMDMPCPlanner` (everything but its model, prior, value, bounds, seed and device).
 
-    :param dynamics: ``dynamics(states (N, S), actions (N, A)) -> (next_states (N, S), rewards (N,),
-        terminated (N,))`` with actions in environment units (see :class:`~sb3_demo.dynamics.DynamicsModel`).
-        If it has ``observe(states) -> observations``, the prior and terminal value see observations.
-        Optional attributes the planner uses: ``state_dim`` / ``action_dim`` (checked against the input),
-        ``can_terminate = False`` (skips the termination bookkeeping of the rollouts).
-    :param action_dim: A
+    Validated on construction; :meth:`from_kwargs` builds one from a dict (RL Zoo yml, ``planner_kwargs``)
+    and names an unknown key together with the allowed ones.
+
     :param horizon: H >= 1
     :param num_samples: Gaussian sequences per iteration, >= 1
     :param num_iterations: mirror-descent steps per control step, >= 1
@@ -197,9 +233,6 @@ class DMDMPCPlanner:
     :param init_std: std of a fresh plan in normalised units (0.5 = a quarter of the action range), > 0
     :param min_std: floor on the std after an update, in [0, init_std]
     :param discount: per-step discount of model rewards, in (0, 1]
-    :param terminal_value: ``V(obs (N, obs_dim)) -> (N,)`` added with weight ``discount^H``
-    :param prior: ``pi(obs (N, obs_dim)) -> actions (N, A)`` in ``[-1, 1]`` (the SB3 actor); used for
-        proposals, ``shift="prior"`` and fallbacks
     :param prior_fraction: prior rollouts added per iteration, as a fraction of ``num_samples`` (rounded up),
         in [0, 1]
     :param shift: how the plan moves between control steps: ``"repeat_last"``, ``"zero"`` (new last
@@ -209,93 +242,162 @@ class DMDMPCPlanner:
     :param std_growth: multiplicative growth of the shifted std, >= 1
     :param stochastic_mode: ``plan(deterministic=False)`` returns the first action of a sequence drawn by
         weight (``"sample"``) or the mean plus Gaussian noise of the plan's std (``"noise"``)
+    :param time_budget: seconds allowed per :meth:`plan` call (anytime planning), None for no limit
+    :param dtype: floating dtype of the planner's state
+    """
+
+    horizon: int = 3
+    num_samples: int = 100
+    num_iterations: int = 5
+    num_particles: int = 1
+    utility: Literal["exp", "elite"] = "exp"
+    temperature: float = 1.0
+    normalize_returns: bool = False
+    elite_fraction: float = 0.1
+    gamma_mean: float = 1.0
+    gamma_std: float = 0.9
+    noise_beta: float = 0.0
+    init_std: float = 0.5
+    min_std: float = 0.0
+    discount: float = 1.0
+    prior_fraction: float = 0.05
+    shift: Literal["repeat_last", "zero", "prior"] = "repeat_last"
+    std_mode: Literal["reset", "shift"] = "reset"
+    std_growth: float = 1.5
+    stochastic_mode: Literal["sample", "noise"] = "sample"
+    time_budget: float | None = None
+    dtype: th.dtype = field(default=th.float32)
+
+    def __post_init__(self) -> None:
+        self.horizon = _check_int("horizon", self.horizon, 1)
+        self.num_samples = _check_int("num_samples", self.num_samples, 1)
+        self.num_iterations = _check_int("num_iterations", self.num_iterations, 1)
+        self.num_particles = _check_int("num_particles", self.num_particles, 1)
+        _check_choice("utility", self.utility, UTILITIES)
+        self.temperature = _check_float("temperature", self.temperature, 0.0, low_open=True)
+        self.elite_fraction = _check_float("elite_fraction", self.elite_fraction, 0.0, 1.0, low_open=True)
+        self.gamma_mean = _check_float("gamma_mean", self.gamma_mean, 0.0, 1.0, low_open=True)
+        self.gamma_std = _check_float("gamma_std", self.gamma_std, 0.0, 1.0, low_open=True)
+        self.noise_beta = _check_float("noise_beta", self.noise_beta, 0.0)
+        self.init_std = _check_float("init_std", self.init_std, 0.0, low_open=True)
+        self.min_std = _check_float("min_std", self.min_std, 0.0, self.init_std)
+        self.discount = _check_float("discount", self.discount, 0.0, 1.0, low_open=True)
+        self.prior_fraction = _check_float("prior_fraction", self.prior_fraction, 0.0, 1.0)
+        _check_choice("shift", self.shift, SHIFTS)
+        _check_choice("std_mode", self.std_mode, STD_MODES)
+        self.std_growth = _check_float("std_growth", self.std_growth, 1.0)
+        _check_choice("stochastic_mode", self.stochastic_mode, STOCHASTIC_MODES)
+        if not isinstance(self.normalize_returns, bool):
+            raise ValueError(f"normalize_returns must be True or False, got {self.normalize_returns!r}")
+        self.time_budget = check_time_budget(self.time_budget)
+        if not (isinstance(self.dtype, th.dtype) and self.dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating torch dtype, got {self.dtype!r}")
+
+    @classmethod
+    def from_kwargs(cls, settings: Mapping[str, Any] | None, base: PlannerConfig | None = None) -> PlannerConfig:
+        """``base`` (default: the defaults) with ``settings`` applied, validated.
+
+        :raises ValueError: a key that is not a setting (the message names it and the allowed keys), or a
+            value outside its range
+        """
+        settings = dict(settings or {})
+        unknown = sorted(set(settings) - set(PLANNER_SETTINGS))
+        if unknown:
+            raise ValueError(f"unknown planner setting(s) {unknown}; the settings are {list(PLANNER_SETTINGS)}")
+        if base is None:
+            return cls(**settings)
+        return replace(base, **settings) if settings else base
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """The settings as a plain dict (``PlannerConfig(**config.to_kwargs()) == config``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+PLANNER_SETTINGS = tuple(f.name for f in fields(PlannerConfig))
+
+
+def check_time_budget(time_budget: Any) -> float | None:
+    """None, or a number of seconds > 0 (as a float)."""
+    if time_budget is None:
+        return None
+    return _check_float("time_budget", time_budget, 0.0, low_open=True)
+
+
+class DMDMPCPlanner:
+    """Dynamic Mirror Descent MPC over a batched dynamics model.
+
+    :param dynamics: ``dynamics(states (N, S), actions (N, A)) -> (next_states (N, S), rewards (N,),
+        terminated (N,))`` with actions in environment units (see :class:`~sb3_demo.dynamics.DynamicsModel`).
+        If it has ``observe(states) -> observations``, the prior and terminal value see observations.
+        Optional attributes the planner uses: ``state_dim`` / ``action_dim`` (checked against the input),
+        ``can_terminate = False`` (skips the termination bookkeeping of the rollouts).
+    :param action_dim: A
+    :param terminal_value: ``V(obs (N, obs_dim)) -> (N,)`` added with weight ``discount^H``
+    :param prior: ``pi(obs (N, obs_dim)) -> actions (N, A)`` in ``[-1, 1]`` (the SB3 actor); used for
+        proposals, ``shift="prior"`` and fallbacks
+    :param config: the planner's settings (:class:`PlannerConfig`; default: its defaults)
     :param action_low: scalar or (A,) lower bounds in environment units (default -1)
     :param action_high: scalar or (A,) upper bounds in environment units (default 1)
-    :param time_budget: seconds allowed per :meth:`plan` call (anytime planning), None for no limit
     :param seed: seed of the planner's own random generator (None: drawn from torch's global generator)
     :param device: torch device of the planner's state
-    :param dtype: floating dtype of the planner's state
+    :param settings: single settings by keyword (``horizon=5``), applied over ``config``
     """
 
     def __init__(
         self,
         dynamics: DynamicsModel | Callable[..., tuple[th.Tensor, ...]],
         action_dim: int,
-        horizon: int = 3,
-        num_samples: int = 100,
-        num_iterations: int = 5,
-        num_particles: int = 1,
-        utility: Literal["exp", "elite"] = "exp",
-        temperature: float = 1.0,
-        normalize_returns: bool = False,
-        elite_fraction: float = 0.1,
-        gamma_mean: float = 1.0,
-        gamma_std: float = 0.9,
-        noise_beta: float = 0.0,
-        init_std: float = 0.5,
-        min_std: float = 0.0,
-        discount: float = 1.0,
+        config: PlannerConfig | None = None,
+        *,
         terminal_value: ValueFn | None = None,
         prior: PriorFn | None = None,
-        prior_fraction: float = 0.05,
-        shift: Literal["repeat_last", "zero", "prior"] = "repeat_last",
-        std_mode: Literal["reset", "shift"] = "reset",
-        std_growth: float = 1.5,
-        stochastic_mode: Literal["sample", "noise"] = "sample",
         action_low: Sequence[float] | th.Tensor | float | None = None,
         action_high: Sequence[float] | th.Tensor | float | None = None,
-        time_budget: float | None = None,
         seed: int | None = None,
         device: th.device | str = "cpu",
-        dtype: th.dtype = th.float32,
+        **settings: Any,
     ) -> None:
+        config = PlannerConfig.from_kwargs(settings, base=config)
+        self.config = config
         self.action_dim = _check_int("action_dim", action_dim, 1)
-        self.horizon = _check_int("horizon", horizon, 1)
-        self.num_samples = _check_int("num_samples", num_samples, 1)
-        self.num_iterations = _check_int("num_iterations", num_iterations, 1)
-        self.num_particles = _check_int("num_particles", num_particles, 1)
-        _check_choice("utility", utility, UTILITIES)
-        self.temperature = _check_float("temperature", temperature, 0.0, low_open=True)
-        self.elite_fraction = _check_float("elite_fraction", elite_fraction, 0.0, 1.0, low_open=True)
-        self.gamma_mean = _check_float("gamma_mean", gamma_mean, 0.0, 1.0, low_open=True)
-        self.gamma_std = _check_float("gamma_std", gamma_std, 0.0, 1.0, low_open=True)
-        self.noise_beta = _check_float("noise_beta", noise_beta, 0.0)
-        self.init_std = _check_float("init_std", init_std, 0.0, low_open=True)
-        self.min_std = _check_float("min_std", min_std, 0.0, self.init_std)
-        self.discount = _check_float("discount", discount, 0.0, 1.0, low_open=True)
-        self.prior_fraction = _check_float("prior_fraction", prior_fraction, 0.0, 1.0)
-        _check_choice("shift", shift, SHIFTS)
-        _check_choice("std_mode", std_mode, STD_MODES)
-        self.std_growth = _check_float("std_growth", std_growth, 1.0)
-        _check_choice("stochastic_mode", stochastic_mode, STOCHASTIC_MODES)
-        if not isinstance(normalize_returns, bool):
-            raise ValueError(f"normalize_returns must be True or False, got {normalize_returns!r}")
-        self.time_budget = self._check_budget(time_budget)
+        self.horizon = config.horizon
+        self.num_samples = config.num_samples
+        self.num_iterations = config.num_iterations
+        self.num_particles = config.num_particles
+        self.temperature = config.temperature
+        self.elite_fraction = config.elite_fraction
+        self.gamma_mean = config.gamma_mean
+        self.gamma_std = config.gamma_std
+        self.noise_beta = config.noise_beta
+        self.init_std = config.init_std
+        self.min_std = config.min_std
+        self.discount = config.discount
+        self.prior_fraction = config.prior_fraction
+        self.std_growth = config.std_growth
+        self.time_budget = config.time_budget
         if terminal_value is not None and not callable(terminal_value):
             raise ValueError(f"terminal_value must be a callable V(obs) -> (N,) or None, got {terminal_value!r}")
         if prior is not None and not callable(prior):
             raise ValueError(f"prior must be a callable pi(obs) -> (N, A) actions or None, got {prior!r}")
-        if shift == "prior" and prior is None:
+        if config.shift == "prior" and prior is None:
             raise ValueError("shift='prior' needs a prior callable (e.g. the SB3 actor)")
-        if not (isinstance(dtype, th.dtype) and dtype.is_floating_point):
-            raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
 
         self.dynamics = as_dynamics(dynamics)
         model_action_dim = getattr(self.dynamics, "action_dim", None)
         if isinstance(model_action_dim, int) and model_action_dim != self.action_dim:
-            raise ValueError(f"action_dim={action_dim} does not match the dynamics' action_dim={model_action_dim}")
+            raise ValueError(f"action_dim={self.action_dim} does not match the dynamics' action_dim={model_action_dim}")
         state_dim = getattr(self.dynamics, "state_dim", None)
         self._state_dim: int | None = state_dim if isinstance(state_dim, int) else None
         self._can_terminate = getattr(self.dynamics, "can_terminate", True) is not False
-        self.utility = utility
-        self.normalize_returns = normalize_returns
+        self.utility = config.utility
+        self.normalize_returns = config.normalize_returns
         self.terminal_value = terminal_value
         self.prior = prior
-        self.shift = shift
-        self.std_mode = std_mode
-        self.stochastic_mode = stochastic_mode
+        self.shift = config.shift
+        self.std_mode = config.std_mode
+        self.stochastic_mode = config.stochastic_mode
         self.device = th.device(device)
-        self.dtype = dtype
+        self.dtype = config.dtype
 
         self.action_low = self._check_bound("action_low", action_low, -1.0)
         self.action_high = self._check_bound("action_high", action_high, 1.0)
@@ -320,8 +422,7 @@ class DMDMPCPlanner:
         self.generator = th.Generator(device=self.device)
         self.seed(seed)
 
-        self.mean: th.Tensor | None = None  # (B, H, A)
-        self.std: th.Tensor | None = None  # (B, H, A)
+        self.state: PlanState | None = None  # the warm start, allocated by the first plan() / ensure_batch()
         self._iteration_time: float | None = None  # moving average, seconds
 
     # ------------------------------------------------------------------ validation helpers
@@ -341,12 +442,6 @@ class DMDMPCPlanner:
         if not bool(th.isfinite(bound).all()):
             raise ValueError(f"{name} must be finite, got {bound.tolist()}")
         return bound.expand(self.action_dim).clone()
-
-    @staticmethod
-    def _check_budget(time_budget: Any) -> float | None:
-        if time_budget is None:
-            return None
-        return _check_float("time_budget", time_budget, 0.0, low_open=True)
 
     # ------------------------------------------------------------------ properties and state
 
@@ -381,14 +476,14 @@ class DMDMPCPlanner:
 
         :param indices: environment indices, a (B,) bool mask, or None for all
         """
-        if self.mean is None or self.std is None:
+        if self.state is None:
             return
         if indices is None:
-            self.mean.zero_()
-            self.std.fill_(self.init_std)
+            self.state.mean.zero_()
+            self.state.std.fill_(self.init_std)
             return
         idx = th.as_tensor(indices, device=self.device)
-        b = self.mean.shape[0]
+        b = self.state.mean.shape[0]
         if idx.numel() == 0:
             return
         if idx.dtype == th.bool:
@@ -402,15 +497,28 @@ class DMDMPCPlanner:
         idx = idx.to(th.long).reshape(-1)
         if bool((idx < 0).any()) or bool((idx >= b).any()):
             raise ValueError(f"reset indices must be in [0, {b - 1}], got {idx.tolist()}")
-        self.mean[idx] = 0.0
-        self.std[idx] = self.init_std
+        self.state.mean[idx] = 0.0
+        self.state.std[idx] = self.init_std
 
-    def _ensure_state(self, batch: int) -> None:
-        """Allocate a fresh plan for ``batch`` environments unless one of that size exists."""
-        if self.mean is None or self.std is None or self.mean.shape[0] != batch:
+    def ensure_batch(self, batch: int) -> PlanState:
+        """The warm start for ``batch`` environments: the current one, or a fresh plan if its size differs."""
+        if self.state is None or self.state.mean.shape[0] != batch:
             shape = (batch, self.horizon, self.action_dim)
-            self.mean = th.zeros(shape, dtype=self.dtype, device=self.device)
-            self.std = th.full(shape, self.init_std, dtype=self.dtype, device=self.device)
+            self.state = PlanState(
+                mean=th.zeros(shape, dtype=self.dtype, device=self.device),
+                std=th.full(shape, self.init_std, dtype=self.dtype, device=self.device),
+            )
+        return self.state
+
+    @property
+    def mean(self) -> th.Tensor | None:
+        """(B, H, A) the warm-started plan's mean in ``[-1, 1]`` (None before the first plan)."""
+        return None if self.state is None else self.state.mean
+
+    @property
+    def std(self) -> th.Tensor | None:
+        """(B, H, A) the warm-started plan's std in ``[-1, 1]`` units (None before the first plan)."""
+        return None if self.state is None else self.state.std
 
     # ------------------------------------------------------------------ rollouts
 
@@ -418,7 +526,7 @@ class DMDMPCPlanner:
         observe = getattr(self.dynamics, "observe", None)
         return observe(states) if observe is not None else states
 
-    def _prior_actions(self, states: th.Tensor) -> th.Tensor:
+    def prior_actions(self, states: th.Tensor) -> th.Tensor:
         """(N, S) -> (N, A) prior actions in [-1, 1], non-finite entries replaced by 0."""
         assert self.prior is not None
         with th.no_grad():
@@ -441,7 +549,7 @@ class DMDMPCPlanner:
         s = states.repeat_interleave(count, dim=0)
         seq = th.empty(b * count, self.horizon, self.action_dim, dtype=self.dtype, device=self.device)
         for h in range(self.horizon):
-            a = self._prior_actions(s)
+            a = self.prior_actions(s)
             seq[:, h] = a
             if h + 1 < self.horizon:
                 s, _, _ = self.dynamics(s, self.unscale_action(a))
@@ -620,6 +728,12 @@ class DMDMPCPlanner:
     ) -> PlanResult:
         """Run one control step of DMD-MPC for B environments.
 
+        The steps, in order: the deadline (:meth:`_deadline`), the prior's rollouts
+        (:meth:`_prior_rollouts`), the mirror-descent iterations, each sampling candidates and updating
+        the plan (:meth:`_iterate`), the diagnostics of the last iteration (:meth:`_diagnostics`), the
+        action (:meth:`_choose_action`), the fallback where planning failed (:meth:`_fallback`) and the
+        shift of the plan to the next control step (:meth:`_shift`).
+
         :param states: (B, S) current states
         :param deterministic: first action of the weighted mean (True), or a stochastic action
             (see ``stochastic_mode``)
@@ -629,139 +743,187 @@ class DMDMPCPlanner:
         """
         start = time.perf_counter()
         states = self._check_states(states)
-        budget = self.time_budget if time_budget is None else self._check_budget(time_budget)
-        if deadline is not None:
-            if isinstance(deadline, bool) or not isinstance(deadline, numbers.Real) or not math.isfinite(deadline):
-                raise ValueError(f"deadline must be a finite time.perf_counter() value, got {deadline!r}")
-        elif budget is not None:
-            deadline = start + budget
-        b = states.shape[0]
-        self._ensure_state(b)
-        assert self.mean is not None and self.std is not None
-
-        k = self.num_prior_samples
-        n = self.num_samples
-        m = n + k
-        hz, ad = self.horizon, self.action_dim
+        deadline = self._deadline(start, time_budget, deadline)
+        warm = self.ensure_batch(states.shape[0])
         # the std after the last iteration is only used by std_mode="shift" and stochastic_mode="noise"
         keep_last_std = self.std_mode == "shift" or (not deterministic and self.stochastic_mode == "noise")
         with th.no_grad():
-            # no model call starts after the deadline: at most one evaluation runs past it
-            deadline_hit = False
-            try:
-                prior_seq = self._prior_sequences(states, k, deadline) if k > 0 else None
-                if self.shift == "prior":
-                    reseed = prior_seq if prior_seq is not None else self._prior_sequences(states, 1, deadline)
-                    self.mean.copy_(reseed[:, 0])
-            except PlanningDeadlineExceeded:
-                prior_seq, deadline_hit = None, True  # no time left to iterate: the prior's action
-            prior_env = self._to_env(prior_seq) if prior_seq is not None else None
-
-            # The iterations work in environment units: the update is affine-equivariant, so sampling,
-            # rollouts and the update all use one (B, M, H, A) tensor of candidates.
-            mean = self._to_env(self.mean)  # (B, H, A)
-            if self.std_mode == "reset":  # self.std holds init_std everywhere
-                std = self._init_std_env  # (A,), broadcasts
-            else:
-                std = self.std if self._identity_scale else self.std * self._action_scale
-            samples: th.Tensor | None = None
-            returns: th.Tensor | None = None
-            weights: th.Tensor | None = None
-            valid_rows: th.Tensor | None = None  # None: every row had a valid return
-            iterations = 0
-            for _ in range(0 if deadline_hit else self.num_iterations):
-                it_start = time.perf_counter()
-                if deadline is not None and (
-                    it_start > deadline
-                    or (self._iteration_time is not None and it_start + self._iteration_time > deadline)
-                ):
-                    deadline_hit = True
-                    break
-                if self.noise_beta == 0.0:
-                    noise = th.randn((b, n, hz, ad), generator=self.generator, dtype=self.dtype, device=self.device)
-                else:
-                    noise = colored_noise((b, n, hz, ad), self.noise_beta, self.generator, self.dtype, self.device)
-                # (B, M, H, A): Gaussian samples first, then the prior's sequences (fixed within a step)
-                std_b = std[:, None] if std.dim() == 3 else std  # (B, 1, H, A) or the (A,) fresh std
-                cand = self._clamp_env_(th.addcmul(mean[:, None], std_b, noise))
-                if prior_env is not None:
-                    cand = th.cat([cand, prior_env], dim=1)
-                try:
-                    it_returns = self._rollout_returns(states, cand.view(b * m, hz, ad), m, deadline)
-                except PlanningDeadlineExceeded:
-                    deadline_hit = True
-                    break
-                w, it_valid = self._weights(it_returns)
-                last = iterations + 1 == self.num_iterations
-                mean, std = self._update(cand, w, mean, std, it_valid, with_std=not last or keep_last_std)
-                samples, returns, weights, valid_rows = cand, it_returns, w, it_valid
-                iterations += 1
-                dt = time.perf_counter() - it_start
-                self._iteration_time = dt if self._iteration_time is None else 0.8 * self._iteration_time + 0.2 * dt
-
-            # back to [-1, 1]
-            if iterations > 0:
-                mean = self._from_env(mean)
-                if keep_last_std and not self._identity_scale:
-                    std = std / self._action_scale
-            else:
-                mean, std = self.mean, self.std
-
-            # diagnostics of the last iteration
-            if samples is None or returns is None or weights is None:
-                expected_return = th.full((b,), math.nan, dtype=self.dtype, device=self.device)
-                ess = th.zeros(b, dtype=self.dtype, device=self.device)
-                all_invalid = th.zeros(b, dtype=th.bool, device=self.device)
-                fallback = th.ones(b, dtype=th.bool, device=self.device)
-                any_fallback = True
-            elif valid_rows is None:
-                w_row = weights.reshape(b, 1, m)
-                expected_return = th.bmm(w_row, returns.reshape(b, m, 1)).view(b)
-                ess = th.bmm(w_row, weights.reshape(b, m, 1)).view(b).reciprocal_()
-                all_invalid = th.zeros(b, dtype=th.bool, device=self.device)
-                fallback = th.zeros(b, dtype=th.bool, device=self.device)
-                any_fallback = False
-            else:
-                safe = th.where(weights > 0, returns, 0.0)
-                expected_return = th.where(valid_rows, (weights * safe).sum(dim=1), math.nan)
-                ess = th.where(valid_rows, weights.square().sum(dim=1).reciprocal(), 0.0)
-                all_invalid = ~valid_rows
-                fallback = all_invalid.clone()
-                any_fallback = bool(all_invalid.any())
-
-            if deterministic or samples is None or weights is None:
-                first = mean[:, 0]
-            elif self.stochastic_mode == "sample":
-                draw = weights if valid_rows is None else th.where(valid_rows[:, None], weights, 1.0)
-                idx = th.multinomial(draw, 1, generator=self.generator).squeeze(1)
-                first = self._from_env(samples[th.arange(b, device=self.device), idx, 0])
-            else:
-                eps = th.randn((b, ad), generator=self.generator, dtype=self.dtype, device=self.device)
-                first = th.addcmul(mean[:, 0], std[:, 0], eps)
-            if any_fallback:
-                fb = self._prior_actions(states) if self.prior is not None else mean[:, 0]
-                first = th.nan_to_num(th.where(fallback[:, None], fb, first), nan=0.0)
-            first = first.clamp(-1.0, 1.0)  # a new tensor, never a view of the plan
-            # clamp again in environment units: offset - scale can round past the bound
-            if self._identity_scale:
-                action = first.clone()
-            else:
-                action = self._clamp_env_(self._to_env(first))
-
-            self.mean, self.std = self._shifted(mean), self._shifted_std(std)
-
+            prior_env, deadline_hit = self._prior_rollouts(states, warm, deadline)
+            search = self._iterate(states, warm, prior_env, deadline, deadline_hit, keep_last_std)
+            diagnostics = self._diagnostics(search, states.shape[0])
+            first = self._choose_action(search, deterministic)
+            first, action = self._fallback(states, search, diagnostics, first)
+            self.state = self._shift(search)
         return PlanResult(
             action=action,
             normalized_action=first,
-            mean=mean,
-            expected_return=expected_return,
-            ess=ess,
-            iterations=iterations,
-            fallback=fallback,
-            all_invalid=all_invalid,
+            mean=search.mean,
+            expected_return=diagnostics.expected_return,
+            ess=diagnostics.ess,
+            iterations=search.iterations,
+            fallback=diagnostics.fallback,
+            all_invalid=diagnostics.all_invalid,
             elapsed=time.perf_counter() - start,
-            deadline_hit=deadline_hit,
+            deadline_hit=search.deadline_hit,
         )
+
+    def _deadline(self, start: float, time_budget: float | None, deadline: float | None) -> float | None:
+        """The absolute deadline of this call: ``deadline``, else ``start`` plus the budget, else None."""
+        budget = self.time_budget if time_budget is None else check_time_budget(time_budget)
+        if deadline is not None:
+            if isinstance(deadline, bool) or not isinstance(deadline, numbers.Real) or not math.isfinite(deadline):
+                raise ValueError(f"deadline must be a finite time.perf_counter() value, got {deadline!r}")
+            return deadline
+        return start + budget if budget is not None else None
+
+    def _prior_rollouts(
+        self, states: th.Tensor, warm: PlanState, deadline: float | None
+    ) -> tuple[th.Tensor | None, bool]:
+        """The prior's sequences in environment units (B, K, H, A), or None; re-seeds the plan's mean with
+        ``shift="prior"``. No model call starts after the deadline: at most one evaluation runs past it.
+
+        :return: the sequences, and whether the deadline passed (no time left to iterate: the prior's action)
+        """
+        k = self.num_prior_samples
+        try:
+            prior_seq = self._prior_sequences(states, k, deadline) if k > 0 else None
+            if self.shift == "prior":
+                reseed = prior_seq if prior_seq is not None else self._prior_sequences(states, 1, deadline)
+                warm.mean.copy_(reseed[:, 0])
+        except PlanningDeadlineExceeded:
+            return None, True
+        return (self._to_env(prior_seq) if prior_seq is not None else None), False
+
+    def _sample(self, mean: th.Tensor, std: th.Tensor, prior_env: th.Tensor | None) -> th.Tensor:
+        """(B, M, H, A) candidates in environment units: Gaussian samples first, then the prior's sequences
+        (fixed within a step)."""
+        b, n, hz, ad = mean.shape[0], self.num_samples, self.horizon, self.action_dim
+        if self.noise_beta == 0.0:
+            noise = th.randn((b, n, hz, ad), generator=self.generator, dtype=self.dtype, device=self.device)
+        else:
+            noise = colored_noise((b, n, hz, ad), self.noise_beta, self.generator, self.dtype, self.device)
+        std_b = std[:, None] if std.dim() == 3 else std  # (B, 1, H, A) or the (A,) fresh std
+        cand = self._clamp_env_(th.addcmul(mean[:, None], std_b, noise))
+        return th.cat([cand, prior_env], dim=1) if prior_env is not None else cand
+
+    def _iterate(
+        self,
+        states: th.Tensor,
+        warm: PlanState,
+        prior_env: th.Tensor | None,
+        deadline: float | None,
+        deadline_hit: bool,
+        keep_last_std: bool,
+    ) -> _Search:
+        """The mirror-descent iterations (sample, evaluate, weigh, update) until done or out of time.
+
+        The iterations work in environment units: the update is affine-equivariant, so sampling, rollouts
+        and the update all use one (B, M, H, A) tensor of candidates. The returned mean and std are in
+        ``[-1, 1]`` units again.
+        """
+        b, hz, ad = states.shape[0], self.horizon, self.action_dim
+        m = self.num_samples + self.num_prior_samples
+        search = _Search(mean=self._to_env(warm.mean), std=self._env_std(warm.std), deadline_hit=deadline_hit)
+        for _ in range(0 if deadline_hit else self.num_iterations):
+            it_start = time.perf_counter()
+            if deadline is not None and (
+                it_start > deadline or (self._iteration_time is not None and it_start + self._iteration_time > deadline)
+            ):
+                search.deadline_hit = True
+                break
+            cand = self._sample(search.mean, search.std, prior_env)
+            try:
+                it_returns = self._rollout_returns(states, cand.view(b * m, hz, ad), m, deadline)
+            except PlanningDeadlineExceeded:
+                search.deadline_hit = True
+                break
+            w, it_valid = self._weights(it_returns)
+            last = search.iterations + 1 == self.num_iterations
+            search.mean, search.std = self._update(
+                cand, w, search.mean, search.std, it_valid, with_std=not last or keep_last_std
+            )
+            search.samples, search.returns, search.weights, search.valid_rows = cand, it_returns, w, it_valid
+            search.iterations += 1
+            dt = time.perf_counter() - it_start
+            self._iteration_time = dt if self._iteration_time is None else 0.8 * self._iteration_time + 0.2 * dt
+        # back to [-1, 1]
+        if search.iterations > 0:
+            search.mean = self._from_env(search.mean)
+            if keep_last_std and not self._identity_scale:
+                search.std = search.std / self._action_scale
+        else:
+            search.mean, search.std = warm.mean, warm.std
+        return search
+
+    def _env_std(self, std: th.Tensor) -> th.Tensor:
+        """The plan's std in environment units: the (A,) fresh std with ``std_mode="reset"`` (``std`` then
+        holds init_std everywhere), else (B, H, A)."""
+        if self.std_mode == "reset":
+            return self._init_std_env
+        return std if self._identity_scale else std * self._action_scale
+
+    def _diagnostics(self, search: _Search, b: int) -> _Diagnostics:
+        """Expected return, effective sample size and invalid rows of the last iteration."""
+        samples, returns, weights, valid_rows = search.samples, search.returns, search.weights, search.valid_rows
+        if samples is None or returns is None or weights is None:
+            return _Diagnostics(
+                expected_return=th.full((b,), math.nan, dtype=self.dtype, device=self.device),
+                ess=th.zeros(b, dtype=self.dtype, device=self.device),
+                all_invalid=th.zeros(b, dtype=th.bool, device=self.device),
+                fallback=th.ones(b, dtype=th.bool, device=self.device),
+                any_fallback=True,
+            )
+        if valid_rows is None:
+            m = weights.shape[1]
+            w_row = weights.reshape(b, 1, m)
+            return _Diagnostics(
+                expected_return=th.bmm(w_row, returns.reshape(b, m, 1)).view(b),
+                ess=th.bmm(w_row, weights.reshape(b, m, 1)).view(b).reciprocal_(),
+                all_invalid=th.zeros(b, dtype=th.bool, device=self.device),
+                fallback=th.zeros(b, dtype=th.bool, device=self.device),
+                any_fallback=False,
+            )
+        safe = th.where(weights > 0, returns, 0.0)
+        all_invalid = ~valid_rows
+        return _Diagnostics(
+            expected_return=th.where(valid_rows, (weights * safe).sum(dim=1), math.nan),
+            ess=th.where(valid_rows, weights.square().sum(dim=1).reciprocal(), 0.0),
+            all_invalid=all_invalid,
+            fallback=all_invalid.clone(),
+            any_fallback=bool(all_invalid.any()),
+        )
+
+    def _choose_action(self, search: _Search, deterministic: bool) -> th.Tensor:
+        """(B, A) first action in ``[-1, 1]``: the mean's, a sequence drawn by weight, or the mean plus noise."""
+        mean, samples, weights = search.mean, search.samples, search.weights
+        if deterministic or samples is None or weights is None:
+            return mean[:, 0]
+        b = mean.shape[0]
+        if self.stochastic_mode == "sample":
+            draw = weights if search.valid_rows is None else th.where(search.valid_rows[:, None], weights, 1.0)
+            idx = th.multinomial(draw, 1, generator=self.generator).squeeze(1)
+            return self._from_env(samples[th.arange(b, device=self.device), idx, 0])
+        eps = th.randn((b, self.action_dim), generator=self.generator, dtype=self.dtype, device=self.device)
+        return th.addcmul(mean[:, 0], search.std[:, 0], eps)
+
+    def _fallback(
+        self, states: th.Tensor, search: _Search, diagnostics: _Diagnostics, first: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """Where planning failed, the prior's action (else the warm-started plan's); then the bounds.
+
+        :return: the action in ``[-1, 1]`` and in environment units (new tensors, never views of the plan)
+        """
+        if diagnostics.any_fallback:
+            fb = self.prior_actions(states) if self.prior is not None else search.mean[:, 0]
+            first = th.nan_to_num(th.where(diagnostics.fallback[:, None], fb, first), nan=0.0)
+        first = first.clamp(-1.0, 1.0)
+        # clamp again in environment units: offset - scale can round past the bound
+        action = first.clone() if self._identity_scale else self._clamp_env_(self._to_env(first))
+        return first, action
+
+    def _shift(self, search: _Search) -> PlanState:
+        """The warm start of the next control step: the plan moved one step forward."""
+        return PlanState(mean=self._shifted(search.mean), std=self._shifted_std(search.std))
 
     def _update(
         self,
@@ -819,9 +981,9 @@ class DMDMPCPlanner:
     def _shifted_std(self, std: th.Tensor) -> th.Tensor:
         """(B, H, A) -> (B, H, A) std of the next control step."""
         if self.std_mode == "reset":
-            # in this mode self.std always holds init_std (only reset() writes to it, with init_std)
-            assert self.std is not None
-            return self.std
+            # in this mode the warm start's std always holds init_std (only reset() writes to it, with init_std)
+            assert self.state is not None
+            return self.state.std
         grown = (std[:, 1:] * self.std_growth).clamp_(max=self.init_std)
         return th.cat([grown, th.full_like(std[:, -1:], self.init_std)], dim=1)
 

@@ -142,7 +142,7 @@ class RealTimeController:
         b = states.shape[0]
         with th.no_grad():
             if planner.prior is not None:
-                normalized = planner._prior_actions(states)
+                normalized = planner.prior_actions(states)
             elif planner.mean is not None and planner.mean.shape[0] == b:
                 normalized = planner.mean[:, 0].clone()
             else:
