@@ -190,7 +190,7 @@ def run_layer(env_id: str, base: str, seed: int, base_steps: int, layer_kwargs: 
     else:
         model = SAC("MlpPolicy", env_id, seed=seed, learning_rate=1e-3)  # RL Zoo's SAC for Pendulum-v1
     model.learn(base_steps)
-    layer = DeMoPolicy.from_model(model, dynamics="analytic", env_id=env_id, seed=seed, **layer_kwargs)
+    layer = DeMoPolicy.from_agent(model, dynamics="analytic", env_id=env_id, seed=seed, **layer_kwargs)
     eval_env = make_vec_env(env_id, n_envs=10, seed=1_000 + seed)
     vec_norm = model.get_vec_normalize_env()
     if vec_norm is not None:  # the base alone sees normalised observations, as in training

@@ -27,7 +27,7 @@ from pendulum_model_bottleneck import evaluate, new_ensemble  # this folder is o
 from sample_efficiency import make_algo
 
 from sb3_demo import PendulumDynamics
-from sb3_demo.dynamics.ensemble import transitions_from_buffer
+from sb3_demo.common.schedule import transitions_from_buffer
 
 RESULTS = Path(__file__).parent / "results"
 

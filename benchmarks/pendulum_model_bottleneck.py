@@ -32,6 +32,7 @@ from stable_baselines3.common.monitor import Monitor
 
 from sb3_demo import PendulumDynamics
 from sb3_demo.common.model_factory import make_dynamics
+from sb3_demo.common.schedule import fit_model_from_buffer
 
 
 def evaluate(model: Any, seed: int, no_value: bool = False, no_prior: bool = False) -> float:
@@ -99,7 +100,7 @@ def main() -> None:
             ("a new ensemble of the same size fitted to early stopping on the same data", fresh, {}),
         ]:
             t0 = time.perf_counter()
-            stats = candidate.fit_from_buffer(model.replay_buffer, **fit_kwargs)
+            stats = fit_model_from_buffer(candidate, model.replay_buffer, fit_kwargs)
             fit_s = time.perf_counter() - t0
             model.dynamics = candidate
             ret = evaluate(model, args.seed)

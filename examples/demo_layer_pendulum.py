@@ -30,7 +30,7 @@ def main() -> None:
     base_mean, base_std = evaluate_policy(model, env, n_eval_episodes=5)
     print(f"linear ARS policy alone:       {base_mean:8.1f} +/- {base_std:.1f}")
 
-    layer = DeMoPolicy.from_model(model, dynamics="analytic", horizon=15, num_samples=100, num_iterations=3, seed=0)
+    layer = DeMoPolicy.from_agent(model, dynamics="analytic", horizon=15, num_samples=100, num_iterations=3, seed=0)
     env.seed(0)
     layer_mean, layer_std = evaluate_policy(layer, env, n_eval_episodes=5)
     print(f"the same policy + DeMo Layer:  {layer_mean:8.1f} +/- {layer_std:.1f}")

@@ -6,8 +6,9 @@ Public names are imported lazily, so ``import sb3_demo`` stays cheap and
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sb3_demo._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -87,14 +88,4 @@ __all__ = [  # the same names as _EXPORTS (a test keeps them equal); static so l
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sb3_demo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS, __all__)

@@ -140,11 +140,6 @@ class AugmentedReplayBuffer(ReplayBuffer):
             self.imagined_full = True
         self.imagined_pos = int((self.imagined_pos + n) % self.imagined_buffer_size)
 
-    def clear_imagined(self) -> None:
-        """Drop every imagined transition (e.g. after the model changed a lot)."""
-        self.imagined_pos = 0
-        self.imagined_full = False
-
     # ------------------------------------------------------------------ sampling
 
     def _fresh_imagined_indices(self) -> np.ndarray:

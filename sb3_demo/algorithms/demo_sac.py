@@ -75,20 +75,20 @@ class DeMoSAC(DeMoMixin, SAC):
         **kwargs: Any,
     ) -> None:
         self._init_demo(
-            planner_kwargs,
-            model,
-            model_kwargs,
-            model_train_freq,
-            model_learning_starts,
-            model_fit_kwargs,
-            planner_starts,
-            critic_reduce,
-            use_terminal_value,
-            terminal_value_starts,
-            imagined_rollouts,
-            predict_with_planner,
-            realtime,
             env,
+            planner_kwargs=planner_kwargs,
+            model=model,
+            model_kwargs=model_kwargs,
+            model_train_freq=model_train_freq,
+            model_learning_starts=model_learning_starts,
+            model_fit_kwargs=model_fit_kwargs,
+            planner_starts=planner_starts,
+            critic_reduce=critic_reduce,
+            use_terminal_value=use_terminal_value,
+            terminal_value_starts=terminal_value_starts,
+            imagined_rollouts=imagined_rollouts,
+            predict_with_planner=predict_with_planner,
+            realtime=realtime,
         )
         super().__init__(policy, env, replay_buffer_class=replay_buffer_class, _init_setup_model=False, **kwargs)
         if _init_setup_model:

@@ -22,23 +22,27 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from sb3_demo.buffers import AugmentedReplayBuffer
-from sb3_demo.common.imagination import imagined_transitions
-from sb3_demo.common.model_factory import check_spaces, env_id_of, make_dynamics, single_envs
-from sb3_demo.common.policy_fns import CRITIC_REDUCES, CriticReduce
+from sb3_demo.common.imagination import add_imagined
+from sb3_demo.common.model_factory import (
+    LEARNED_MODELS,
+    MODEL_CHOICES,
+    check_model_choice,
+    check_spaces,
+    env_id_of,
+    make_dynamics,
+    single_envs,
+)
+from sb3_demo.common.policy_fns import CriticReduce, check_critic_reduce, vec_normalize_obs_transform
 from sb3_demo.common.policy_planner import (
-    DEFAULT_MODEL_FIT_KWARGS,
     DEFAULT_PLANNER_KWARGS,
     check_terminal_value_starts,
     critic_warmed_up,
-    fit_model_from_buffer,
     make_policy_planner,
-    record_plan,
-    vec_normalize_obs_transform,
+    plan_step,
+    planner_settings,
 )
-from sb3_demo.planner import DMDMPCPlanner, PlanResult
-
-LEARNED_MODELS = ("ensemble",)
+from sb3_demo.common.schedule import DeMoSchedule, fit_model_from_buffer, fit_settings
+from sb3_demo.planner import DMDMPCPlanner
 
 
 class DeMoMixin:
@@ -87,6 +91,8 @@ class DeMoMixin:
 
     def _init_demo(
         self,
+        env: Any,
+        *,
         planner_kwargs: dict[str, Any] | None,
         model: Any,
         model_kwargs: dict[str, Any] | None,
@@ -100,15 +106,12 @@ class DeMoMixin:
         imagined_rollouts: int,
         predict_with_planner: bool,
         realtime: bool | dict[str, Any] | None,
-        env: Any,
     ) -> None:
-        if critic_reduce not in CRITIC_REDUCES:
-            raise ValueError(f"critic_reduce must be one of {list(CRITIC_REDUCES)}, got {critic_reduce!r}")
-        if not isinstance(model_train_freq, int) or model_train_freq < 1:
-            raise ValueError(f"model_train_freq must be an integer >= 1, got {model_train_freq!r}")
-        if not (planner_starts == "auto" or (isinstance(planner_starts, int) and planner_starts >= 0)):
-            raise ValueError(f"planner_starts must be 'auto' or an integer >= 0, got {planner_starts!r}")
-        check_terminal_value_starts(terminal_value_starts, who=type(self).__name__)
+        """Validate and keep the DeMo settings (called by DeMoSAC/DeMoTD3 before SB3's constructor)."""
+        who = type(self).__name__
+        check_critic_reduce(critic_reduce, who)
+        check_terminal_value_starts(terminal_value_starts, who)
+        check_model_choice(model, MODEL_CHOICES, who)
         if not isinstance(imagined_rollouts, int) or imagined_rollouts < 0:
             raise ValueError(f"imagined_rollouts must be an integer >= 0, got {imagined_rollouts!r}")
         if not (realtime is None or isinstance(realtime, bool | dict)):
@@ -116,17 +119,14 @@ class DeMoMixin:
                 "realtime must be None (automatic on hardware envs), True, False or a dict of "
                 f"RealTimeController keyword arguments, got {realtime!r}"
             )
-        if isinstance(model, str) and model not in ("ensemble", "analytic", "mujoco"):
-            raise ValueError(
-                f"model must be 'ensemble', 'analytic', 'mujoco' or a DynamicsModel instance, got {model!r}"
-            )
-        self.planner_kwargs = {**DEFAULT_PLANNER_KWARGS, **(planner_kwargs or {})}
+        self.planner_kwargs = planner_settings(planner_kwargs, DEFAULT_PLANNER_KWARGS, who)
         self.model = model
         self.model_kwargs = dict(model_kwargs or {})
         self.model_train_freq = model_train_freq
         self.model_learning_starts = model_learning_starts
-        self.model_fit_kwargs = {**DEFAULT_MODEL_FIT_KWARGS, **(model_fit_kwargs or {})}
         self.planner_starts = planner_starts
+        self.schedule  # noqa: B018 (validates the schedule settings now)
+        self.model_fit_kwargs = fit_settings(model_fit_kwargs)
         self.critic_reduce: CriticReduce = critic_reduce
         self.use_terminal_value = use_terminal_value
         self.terminal_value_starts = terminal_value_starts
@@ -135,13 +135,18 @@ class DeMoMixin:
         self.realtime = realtime
         self.env_id = env_id_of(env) if not isinstance(env, str) else env
         if hasattr(env, "action_space") and hasattr(env, "observation_space"):  # fail before SB3's asserts
-            check_spaces(env.observation_space, env.action_space, who=type(self).__name__)
+            check_spaces(env.observation_space, env.action_space, who=who)
         self.model_fitted = False
         self._last_model_fit = -1
         self._model_fit_due = False
         self.planner: Any = None  # a DMDMPCPlanner, or a RealTimeController around one
         self._eval_planner: DMDMPCPlanner | None = None
         self.dynamics: Any = None
+
+    @property
+    def schedule(self) -> DeMoSchedule:
+        """When the planner acts and when the model's fit is due (from this algorithm's settings)."""
+        return DeMoSchedule(self.model_train_freq, self.model_learning_starts, self.planner_starts)
 
     # ------------------------------------------------------------------ set-up
 
@@ -164,7 +169,7 @@ class DeMoMixin:
             if isinstance(self.dynamics, th.nn.Module):
                 self.dynamics.to(self.device)
             if self.env is not None:  # a real robot: plan through a model only, never the env itself
-                from sb3_demo.realtime.hardware import check_model_allowed, is_hardware_env
+                from sb3_demo.common.hardware import check_model_allowed, is_hardware_env
 
                 if is_hardware_env(self.env):
                     check_model_allowed(self.env, self.dynamics)
@@ -193,27 +198,26 @@ class DeMoMixin:
         return getattr(self.planner, "stats", None)
 
     def _make_planner(self, deterministic_prior: bool = False) -> DMDMPCPlanner:
-        """The planner over ``self.dynamics``; ``deterministic_prior`` for evaluation (same obs, same action)."""
+        """The planner over ``self.dynamics``; ``deterministic_prior`` for evaluation (same obs, same action).
+
+        With VecNormalize the planner works on original observations; the actor/critic see normalised ones.
+        """
+        settings = self.planner_kwargs
+        if hasattr(self.dynamics, "state_from_env"):  # simulator states (model='mujoco') lose precision in float32
+            settings = {"dtype": th.float64, **settings}
         return make_policy_planner(
             self.dynamics,
             self.policy,
             self.action_space,
-            # simulator states (model='mujoco') lose precision in float32
-            {"dtype": th.float64, **self.planner_kwargs}
-            if hasattr(self.dynamics, "state_from_env")
-            else self.planner_kwargs,
+            settings,
+            use_critic=self.use_terminal_value,
             critic_reduce=self.critic_reduce,
-            use_terminal_value=self.use_terminal_value,
-            obs_transform=self._policy_obs_transform(),
+            value_gate=critic_warmed_up(self, self.terminal_value_starts),
+            obs_transform=vec_normalize_obs_transform(self._vec_normalize_env, self.device),
+            deterministic_prior=deterministic_prior,
             seed=self.seed,
             device=self.device,
-            deterministic_prior=deterministic_prior,
-            value_gate=critic_warmed_up(self, self.terminal_value_starts),
         )
-
-    def _policy_obs_transform(self) -> Any:
-        """With VecNormalize the planner works on original observations; the actor/critic see normalised ones."""
-        return vec_normalize_obs_transform(self._vec_normalize_env, self.device)
 
     def set_env(self, env: Any, force_reset: bool = True) -> None:
         super().set_env(env, force_reset=force_reset)  # type: ignore[misc]
@@ -228,18 +232,13 @@ class DeMoMixin:
     def uses_learned_model(self) -> bool:
         return isinstance(self.model, str) and self.model in LEARNED_MODELS
 
-    def _model_learning_starts(self) -> int:
-        return self.learning_starts if self.model_learning_starts is None else self.model_learning_starts
-
     def planner_active(self) -> bool:
         """Whether the planner chooses rollout actions now."""
         if self.planner is None:
             return False
-        if self.uses_learned_model and not self.model_fitted:
-            return False
-        if self.planner_starts == "auto":
-            return self.num_timesteps >= (0 if self.uses_learned_model else self.learning_starts)
-        return self.num_timesteps >= int(self.planner_starts)
+        return self.schedule.planner_active(
+            self.num_timesteps, self.learning_starts, self.uses_learned_model, self.model_fitted
+        )
 
     # ------------------------------------------------------------------ rollouts
 
@@ -267,13 +266,13 @@ class DeMoMixin:
             return super()._sample_action(learning_starts, action_noise, n_envs)  # type: ignore[misc]
         assert self.planner is not None
         states = self._planning_states(self._rollout_obs())
-        result = self.planner.plan(states, deterministic=self._plan_deterministic_in_rollout)
-        scaled = result.normalized_action.detach().cpu().numpy().astype(np.float32)
+        step = plan_step(self.planner, states, deterministic=self._plan_deterministic_in_rollout, logger=self.logger)
+        scaled = step.result.normalized_action.detach().cpu().numpy().astype(np.float32)
         if action_noise is not None:
             scaled = np.clip(scaled + action_noise(), -1.0, 1.0)
-        self._record_plan(result)
-        # a fallback's plan mean was never optimised: nothing worth imagining
-        self._pending_imagined = (states, result) if self.imagined_rollouts > 0 and not result.fallback.any() else None
+        self._planner_fallbacks = getattr(self, "_planner_fallbacks", 0) + int(step.result.fallback.sum())
+        self.logger.record("planner/fallbacks", self._planner_fallbacks)
+        self._pending_imagined = step.imagination() if self.imagined_rollouts > 0 else None
         return self.policy.unscale_action(scaled), scaled
 
     def _store_transition(
@@ -286,24 +285,13 @@ class DeMoMixin:
         infos: list[dict[str, Any]],
     ) -> None:
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)  # type: ignore[misc]
-        pending = getattr(self, "_pending_imagined", None)
-        if pending is not None and isinstance(replay_buffer, AugmentedReplayBuffer):
-            self._add_imagined(replay_buffer, *pending)
+        if self.planner is not None:
+            add_imagined(
+                replay_buffer, self.dynamics, getattr(self, "_pending_imagined", None), self.planner.unscale_action
+            )
         self._pending_imagined = None
         if self.planner is not None and np.any(dones):
             self.planner.reset(np.flatnonzero(dones))
-
-    def _add_imagined(self, buffer: AugmentedReplayBuffer, states: th.Tensor, result: PlanResult) -> None:
-        """Roll the plan's mean through the model and store the imagined transitions (D_MPC)."""
-        if buffer.imagined_fraction == 0.0:
-            return
-        assert self.planner is not None
-        buffer.add_imagined(*imagined_transitions(self.dynamics, states, result.mean, self.planner.unscale_action))
-
-    def _record_plan(self, result: PlanResult) -> None:
-        record_plan(self.logger, result)
-        self._planner_fallbacks = getattr(self, "_planner_fallbacks", 0) + int(result.fallback.sum())
-        self.logger.record("planner/fallbacks", self._planner_fallbacks)
 
     # ------------------------------------------------------------------ the model
 
@@ -311,11 +299,9 @@ class DeMoMixin:
         super()._on_step()  # type: ignore[misc]
         if not self.uses_learned_model or self.dynamics is None:
             return
-        if self.num_timesteps < self._model_learning_starts():
-            return
-        if self._last_model_fit >= 0 and self.num_timesteps - self._last_model_fit < self.model_train_freq:
-            return
-        self._model_fit_due = True
+        transitions = self.replay_buffer.size() * self.replay_buffer.n_envs
+        if self.schedule.fit_due(self.num_timesteps, self.learning_starts, self._last_model_fit, transitions):
+            self._model_fit_due = True
 
     def collect_rollouts(self, *args: Any, **kwargs: Any) -> Any:
         """SB3's rollout collection, then the model fit that fell due during it (off the control loop)."""

@@ -24,7 +24,7 @@ and guided rollouts start once it has been fitted. At test time the layer is rem
 policy acts alone (``model.predict``), or wrap it with :class:`~sb3_demo.DeMoPolicy` to keep it.
 
 Without a critic, the planner's terminal value is either nothing or ``value_rollout_steps`` steps of the
-linear policy through the model (:func:`~sb3_demo.policies.priors.prior_rollout_value`).
+linear policy through the model (:func:`~sb3_demo.common.policy_fns.prior_rollout_value`).
 """
 
 from __future__ import annotations
@@ -46,14 +46,12 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_demo.ars.distill import linear_layer_of, ridge_fit_linear
 from sb3_demo.common.model_factory import check_spaces, make_dynamics
+from sb3_demo.common.policy_fns import normalize_obs, prior_rollout_value
+from sb3_demo.common.policy_planner import DEFAULT_LAYER_PLANNER_KWARGS, make_policy_planner, planner_settings
+from sb3_demo.common.schedule import DeMoSchedule, fit_settings, log_fit
 from sb3_demo.dynamics.base import DynamicsModel
-from sb3_demo.planner import DMDMPCPlanner
-from sb3_demo.policies.demo_policy import DEFAULT_LAYER_PLANNER_KWARGS
-from sb3_demo.policies.priors import normalized_prior, prior_rollout_value
 
 ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-_RESERVED_PLANNER_KEYS = ("dynamics", "action_dim", "prior", "terminal_value", "action_low", "action_high", "seed")
 
 
 class DeMoARS(ARS):
@@ -134,7 +132,6 @@ class DeMoARS(ARS):
         _init_setup_model: bool = True,
     ) -> None:
         for name, value, low in (
-            ("model_train_freq", model_train_freq, 1),
             ("model_learning_starts", model_learning_starts, 0),
             ("random_steps", random_steps, 0),
             ("value_rollout_steps", value_rollout_steps, 0),
@@ -149,17 +146,17 @@ class DeMoARS(ARS):
             raise ValueError(f"distill_ridge must be a finite number > 0, got {distill_ridge!r}")
         if not (isinstance(distill_weight, int | float) and 0.0 <= distill_weight <= 1.0):
             raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight!r}")
-        kwargs = {**DEFAULT_LAYER_PLANNER_KWARGS, **(planner_kwargs or {})}
-        reserved = sorted(set(kwargs) & set(_RESERVED_PLANNER_KEYS))
-        if reserved:
-            raise ValueError(f"planner_kwargs must not set {reserved}: DeMoARS sets them itself")
+        # the model's learning starts count the transitions DeMoARS keeps for fits
+        self.schedule = DeMoSchedule(
+            model_train_freq, model_learning_starts=0, min_transitions=max(1, model_learning_starts)
+        )
         self.model_choice = model
         self.model_kwargs = dict(model_kwargs or {})
-        self.model_fit_kwargs = dict(model_fit_kwargs or {})
+        self.model_fit_kwargs = fit_settings(model_fit_kwargs)
         self.model_train_freq = model_train_freq
         self.model_learning_starts = model_learning_starts
         self.random_steps = random_steps
-        self.planner_kwargs = kwargs
+        self.planner_kwargs = planner_settings(planner_kwargs, DEFAULT_LAYER_PLANNER_KWARGS, "DeMoARS")
         self.value_rollout_steps = value_rollout_steps
         self.labels_per_update = labels_per_update
         if min_label_advantage is not None and not math.isfinite(float(min_label_advantage)):
@@ -238,40 +235,32 @@ class DeMoARS(ARS):
 
     def _obs_transform(self, obs: th.Tensor) -> th.Tensor:
         """Original observations -> the policy's inputs, with the live VecNormalize statistics."""
-        vec_norm = self._vec_normalize_env
-        if vec_norm is None or not vec_norm.norm_obs:
-            return obs
-        rms: Any = vec_norm.obs_rms
-        mean = th.as_tensor(rms.mean, dtype=obs.dtype, device=obs.device)
-        var = th.as_tensor(rms.var, dtype=obs.dtype, device=obs.device)
-        return ((obs - mean) / th.sqrt(var + vec_norm.epsilon)).clamp(-vec_norm.clip_obs, vec_norm.clip_obs)
+        return normalize_obs(obs, self._vec_normalize_env)
 
     def _build_planners(self) -> None:
+        """The label planner (independent states: the plan's mean re-seeded from the linear policy's rollout
+        each call) and the guide planner (episodes: warm-started plans), over the same prior and value."""
         assert self.dynamics is not None and isinstance(self.action_space, spaces.Box)
-        prior = normalized_prior(self.policy, self.action_space, self._obs_transform)
-        value = (
-            prior_rollout_value(self.dynamics, prior, self.action_space, self.value_rollout_steps)
-            if self.value_rollout_steps > 0
-            else None
-        )
-        common: dict[str, Any] = dict(
-            action_dim=int(self.action_space.shape[0]),
-            prior=prior,
-            terminal_value=value,
-            action_low=th.as_tensor(self.action_space.low, dtype=th.float64),
-            action_high=th.as_tensor(self.action_space.high, dtype=th.float64),
-            device=self.device,
-        )
         seed = None if self.seed is None else int(self.seed)
-        # labels: independent states, the plan's mean seeded from the linear policy's rollout each call
-        label_kwargs = {**self.planner_kwargs, "shift": "prior"}
-        try:
-            self.label_planner = DMDMPCPlanner(self.dynamics, seed=seed, **common, **label_kwargs)
-            self.guide_planner = DMDMPCPlanner(
-                self.dynamics, seed=None if seed is None else seed + 1, **common, **self.planner_kwargs
+        label_settings = {**self.planner_kwargs, "shift": "prior"}
+        self.label_planner, self.guide_planner = (
+            make_policy_planner(
+                self.dynamics,
+                self.policy,
+                self.action_space,
+                settings,
+                use_critic=False,
+                value_rollout_steps=self.value_rollout_steps,
+                obs_transform=self._obs_transform,
+                deterministic_prior=True,
+                seed=planner_seed,
+                device=self.device,
             )
-        except TypeError as exc:
-            raise ValueError(f"invalid planner_kwargs {sorted(self.planner_kwargs)}: {exc}") from None
+            for settings, planner_seed in (
+                (label_settings, seed),
+                (self.planner_kwargs, None if seed is None else seed + 1),
+            )
+        )
 
     def _excluded_save_params(self) -> list[str]:
         return [
@@ -392,8 +381,8 @@ class DeMoARS(ARS):
         if not self._model_is_learned:
             return
         n = len(self._transitions["obs"])
-        due = not self._model_ready or self.num_timesteps - self._steps_at_last_fit >= self.model_train_freq
-        if n < max(1, self.model_learning_starts) or not due:
+        last_fit = self._steps_at_last_fit if self._model_ready else -1
+        if not self.schedule.fit_due(self.num_timesteps, 0, last_fit, n):
             return
         tr = {k: np.asarray(v, dtype=np.float32) for k, v in self._transitions.items()}
         stats = self.dynamics.fit(  # type: ignore[union-attr]
@@ -401,9 +390,7 @@ class DeMoARS(ARS):
         )
         self._steps_at_last_fit = self.num_timesteps
         self._model_ready = True
-        for key, value in stats.items():
-            if isinstance(value, int | float) and math.isfinite(float(value)):
-                self.logger.record(f"model/{key}", float(value))
+        log_fit(self.logger, stats)
 
     def _add_labels(self, observations: np.ndarray, actions: np.ndarray) -> None:
         self._label_obs = np.concatenate([self._label_obs, observations.astype(np.float32)])[-self.dataset_size :]

@@ -1,12 +1,14 @@
-"""The planner's imagined transitions (D_MPC), shared by DeMoRL and the env wrapper."""
+"""The planner's imagined transitions (D_MPC), shared by DeMoSAC/DeMoTD3 and the env wrappers' callback."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch as th
 
+from sb3_demo.buffers import AugmentedReplayBuffer
 from sb3_demo.dynamics.base import DynamicsModel
 
 
@@ -42,3 +44,27 @@ def imagined_transitions(
             s = s_next
     o, no, a_, r_, d_ = (th.cat(p).detach().float().cpu().numpy() for p in parts)
     return o, no, a_, r_, d_
+
+
+def augments(buffer: Any) -> bool:
+    """Whether ``buffer`` samples imagined transitions (an AugmentedReplayBuffer with ``imagined_fraction > 0``)."""
+    return isinstance(buffer, AugmentedReplayBuffer) and buffer.imagined_fraction > 0.0
+
+
+def add_imagined(
+    buffer: Any,
+    dynamics: DynamicsModel,
+    imagination: tuple[th.Tensor, th.Tensor] | None,
+    unscale_action: Callable[[th.Tensor], th.Tensor],
+) -> None:
+    """Roll plans through the model and store the imagined transitions in ``buffer`` (D_MPC); nothing when
+    there is nothing to imagine or the buffer does not sample imagined transitions.
+
+    :param buffer: the agent's replay buffer
+    :param dynamics: the planner's model
+    :param imagination: (start states (N, S), plan means (N, H, A)), e.g. ``PlanStep.imagination()``
+    :param unscale_action: maps ``[-1, 1]`` actions to the model's (environment) units
+    """
+    if imagination is None or not augments(buffer):
+        return
+    buffer.add_imagined(*imagined_transitions(dynamics, *imagination, unscale_action))

@@ -13,6 +13,20 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from sb3_demo.dynamics.base import DynamicsModel, as_dynamics
 
 MODEL_CHOICES = ("ensemble", "analytic", "mujoco")
+LEARNED_MODELS = ("ensemble",)  # the choices fitted on the agent's transitions
+
+
+def check_model_choice(model: Any, allowed: tuple[str, ...], who: str) -> None:
+    """:raises ValueError: ``model`` is a string outside ``allowed`` (the message names the allowed choices)"""
+    if isinstance(model, str) and model not in allowed:
+        hint = (
+            " (model='mujoco' plans through the env's own simulator; use DeMoSAC/DeMoTD3 for it)"
+            if model in MODEL_CHOICES
+            else ""
+        )
+        raise ValueError(
+            f"{who}: model must be one of {list(allowed)} or a DynamicsModel instance, got {model!r}{hint}"
+        )
 
 
 def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, who: str = "DeMo") -> None:

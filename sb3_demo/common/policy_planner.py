@@ -1,29 +1,36 @@
-"""Build a DMD-MPC planner around an SB3 actor-critic, and fit/log its learned model.
+"""The planning core every front end calls: planner settings, the planner over an SB3 policy, one plan step.
 
-Shared by the DeMoRL algorithms (:mod:`sb3_demo.algorithms.planning`) and the env wrappers
-(:mod:`sb3_demo.wrappers`): the actor is the planner's prior, the critic its terminal value, and under
-``VecNormalize`` the planner and the model work on original observations while the actor and the critic
-see normalised ones.
+- :func:`planner_settings`: ``planner_kwargs`` (RL Zoo yml, user code) validated in one place, over a
+  front end's defaults;
+- :func:`make_policy_planner`: a :class:`~sb3_demo.DMDMPCPlanner` over any SB3 policy (prior), its critic
+  or a prior rollout (terminal value), a dynamics model and an observation normaliser;
+- :func:`plan_step`: plan for a batch of observations, log under ``planner/`` and return what the
+  augmentor needs to imagine transitions.
+
+Under ``VecNormalize`` the planner and the model work on original observations while the policy sees
+normalised ones (``obs_transform``).
 """
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.vec_env import VecNormalize
+from torch import nn
 
-from sb3_demo.common.policy_fns import CriticReduce, actor_prior, critic_value
+from sb3_demo.common.policy_fns import (
+    CriticReduce,
+    ObsTransform,
+    policy_prior,
+    policy_value,
+    prior_rollout_value,
+)
 from sb3_demo.dynamics.base import DynamicsModel
-from sb3_demo.planner import DMDMPCPlanner, PlanResult
-
-ObsTransform = Callable[[th.Tensor], th.Tensor]
+from sb3_demo.planner import DMDMPCPlanner, PlannerConfig, PlanResult
 
 # 2022 reference code (DeMoRL on MuJoCo): H=3, 100 Gaussian + 5 actor sequences, 4 particles, 5 iterations,
 # exp weights with kappa=1 on raw returns, gamma_mean=1, gamma_std=0.9, std reset to half the range.
@@ -40,56 +47,68 @@ REFERENCE_PLANNER_KWARGS: dict[str, Any] = dict(
     init_std=0.5,
 )
 
-# what DeMoSAC / DeMoTD3 / the wrappers use for planner settings a user leaves out: the reference with 2
-# iterations instead of 5 (every benchmarked win used 2-3; with capped fits, 2.5x SAC's time per env step on
-# Pendulum against 5.3x for the reference, see BENCHMARKS.md); ``planner_kwargs=REFERENCE_PLANNER_KWARGS``
-# gives the 2022 settings back
+# the planner settings a user leaves out, for a planner whose terminal value is a learning critic
+# (DeMoSAC, DeMoTD3, the env wrappers): the reference with 2 iterations instead of 5 (every benchmarked win
+# used 2-3, at half the reference's time per env step, see BENCHMARKS.md); ``planner_kwargs=
+# REFERENCE_PLANNER_KWARGS`` gives the 2022 settings back
 DEFAULT_PLANNER_KWARGS: dict[str, Any] = {**REFERENCE_PLANNER_KWARGS, "num_iterations": 2}
 
-# what the model fits of DeMoSAC / DeMoTD3 / DeMoModelCallback use for fit settings a user leaves out:
-# early stopping as in the reference, capped at 500 gradient steps per fit (fits are warm-started; an
-# uncapped fit on a small buffer runs for hundreds of epochs); ``max_grad_steps=None`` removes the cap
-DEFAULT_MODEL_FIT_KWARGS: dict[str, Any] = {"max_grad_steps": 500}
+# the settings a user leaves out for the DeMo Layer over a fixed policy (DeMoPolicy, DeMoARS): without a
+# learning critic to lean on, the plan looks further ahead than the reference's 3 steps
+DEFAULT_LAYER_PLANNER_KWARGS: dict[str, Any] = dict(
+    horizon=10,
+    num_samples=100,
+    num_iterations=3,
+    num_particles=1,
+    utility="exp",
+    temperature=1.0,
+    gamma_mean=1.0,
+    gamma_std=0.9,
+    init_std=0.5,
+    prior_fraction=0.05,
+)
+
+# what the front ends wire themselves: a ``planner_kwargs`` entry for one of them is an error
+RESERVED_PLANNER_KEYS = ("dynamics", "action_dim", "prior", "terminal_value", "action_low", "action_high", "seed")
 
 
-def vec_normalize_obs_transform(vec_normalize: VecNormalize | None, device: th.device | str) -> ObsTransform | None:
-    """``obs -> normalised obs`` with the live statistics of a ``VecNormalize`` (None if it does not normalise).
+def planner_settings(
+    planner_kwargs: Mapping[str, Any] | PlannerConfig | None,
+    defaults: Mapping[str, Any],
+    who: str,
+) -> dict[str, Any]:
+    """A front end's planner settings, validated: ``defaults`` overridden by the user's.
 
-    The statistics are read at every call, so the transform follows a VecNormalize that is still training.
+    Front ends keep the returned dict (what RL Zoo yml and ``save`` see) and build the planner from it
+    with :meth:`PlannerConfig.from_kwargs <sb3_demo.planner.PlannerConfig.from_kwargs>`.
 
-    :param vec_normalize: the agent's VecNormalize (``model.get_vec_normalize_env()``) or None
-    :param device: torch device of the returned tensors
+    :param planner_kwargs: a dict of settings (from code or RL Zoo yml), a ``PlannerConfig`` (all of its
+        settings) or None
+    :param defaults: the front end's defaults (``DEFAULT_PLANNER_KWARGS`` or ``DEFAULT_LAYER_PLANNER_KWARGS``)
+    :param who: the front end, for error messages
+    :raises ValueError: a reserved key, an unknown key (named, with the allowed ones) or a value out of range
+    :raises TypeError: ``planner_kwargs`` of another type
     """
-    if vec_normalize is None or not vec_normalize.norm_obs:
-        return None
-    vec_norm = vec_normalize
-
-    def normalize(obs: th.Tensor) -> th.Tensor:
-        rms: Any = vec_norm.obs_rms
-        mean = th.as_tensor(rms.mean, dtype=obs.dtype, device=device)
-        var = th.as_tensor(rms.var, dtype=obs.dtype, device=device)
-        out = (obs.to(device) - mean) / th.sqrt(var + vec_norm.epsilon)
-        return out.clamp(-vec_norm.clip_obs, vec_norm.clip_obs)
-
-    return normalize
-
-
-def _compose(fn: Callable[[th.Tensor], th.Tensor], transform: ObsTransform) -> Callable[[th.Tensor], th.Tensor]:
-    def composed(obs: th.Tensor) -> th.Tensor:
-        return fn(transform(obs))
-
-    return composed
-
-
-def _gated(value: Callable[[th.Tensor], th.Tensor], gate: Callable[[], bool]) -> Callable[[th.Tensor], th.Tensor]:
-    def gated(obs: th.Tensor) -> th.Tensor:
-        return value(obs) if gate() else obs.new_zeros(obs.shape[0])
-
-    return gated
+    if isinstance(planner_kwargs, PlannerConfig):
+        planner_kwargs = planner_kwargs.to_kwargs()
+    if planner_kwargs is not None and not isinstance(planner_kwargs, Mapping):
+        raise TypeError(f"{who}: planner_kwargs must be a dict, got {type(planner_kwargs).__name__}")
+    settings = {**defaults, **(planner_kwargs or {})}
+    reserved = sorted(set(settings) & set(RESERVED_PLANNER_KEYS))
+    if reserved:
+        raise ValueError(
+            f"{who}: planner_kwargs must not set {reserved}: the front end sets the model, the prior, the "
+            "terminal value, the action bounds and the seed itself"
+        )
+    try:
+        PlannerConfig.from_kwargs(settings)
+    except ValueError as exc:
+        raise ValueError(f"{who}: {exc}") from None
+    return settings
 
 
 def critic_warmed_up(agent: Any, terminal_value_starts: int) -> Callable[[], bool] | None:
-    """A ``value_gate``: True once ``agent`` (an SB3 off-policy model) has made ``terminal_value_starts``
+    """A value gate: True once ``agent`` (an SB3 off-policy algorithm) has made ``terminal_value_starts``
     gradient updates (``agent._n_updates``); None (no gate) when ``terminal_value_starts`` is 0."""
     if terminal_value_starts == 0:
         return None
@@ -108,76 +127,58 @@ def check_terminal_value_starts(value: Any, who: str) -> None:
 
 def make_policy_planner(
     dynamics: DynamicsModel,
-    policy: BasePolicy,
+    policy: nn.Module,
     action_space: spaces.Box,
-    planner_kwargs: dict[str, Any],
+    config: PlannerConfig | Mapping[str, Any],
+    use_critic: bool = True,
     critic_reduce: CriticReduce = "min",
-    use_terminal_value: bool = True,
+    value_gate: Callable[[], bool] | None = None,
+    value_rollout_steps: int = 0,
     obs_transform: ObsTransform | None = None,
+    deterministic_prior: bool = False,
     seed: int | None = None,
     device: th.device | str = "cpu",
-    deterministic_prior: bool = False,
-    value_gate: Callable[[], bool] | None = None,
 ) -> DMDMPCPlanner:
-    """A :class:`~sb3_demo.DMDMPCPlanner` with the policy's actor as prior and its critic as terminal value.
+    """A :class:`~sb3_demo.DMDMPCPlanner` over ``dynamics`` with ``policy`` as its prior.
 
     :param dynamics: the model the planner rolls through (states in original observation units)
-    :param policy: an SB3 SAC/TD3/TQC/CrossQ policy
+    :param policy: any SB3 policy (squashed or not) or a plain ``nn.Module`` acting in env units
     :param action_space: the env's Box action space (the planner's action bounds)
-    :param planner_kwargs: the planner's settings (horizon, num_samples, ...)
-    :param critic_reduce: terminal value from the twin critics: ``"min"``, ``"q1"`` or ``"mean"``
-    :param use_terminal_value: add the critic's value of the last planned state
+    :param config: the planner's settings (a ``PlannerConfig``, or a dict validated by :func:`planner_settings`)
+    :param use_critic: the terminal value is the policy's critic (see :func:`~sb3_demo.common.policy_fns.policy_value`)
+    :param critic_reduce: twin Q heads as terminal value: ``"min"``, ``"q1"`` or ``"mean"``
+    :param value_gate: while it returns False the critic's value is 0 (a critic warm-up); None: always on
+    :param value_rollout_steps: without a critic, > 0: the terminal value is that many steps of the prior
+        through the model
     :param obs_transform: maps the planner's observations to the policy's (VecNormalize), or None
+    :param deterministic_prior: the policy's deterministic action as prior (False: SAC samples its actor, so
+        the prior's proposals explore; True for evaluation and a fixed policy's layer)
     :param seed: the planner's sampling seed
-    :param device: torch device
-    :param deterministic_prior: the actor's mean action as prior (evaluation: with the planner's seeded
-        generator, the same observations then give the same actions)
-    :param value_gate: called before every terminal-value evaluation; while it returns False the
-        terminal value is 0 and the critic is not called (a critic warm-up), None: always on
-    :raises ValueError: unknown planner settings
+    :param device: torch device of the planner's state
     """
-    prior = actor_prior(policy, deterministic=deterministic_prior)
-    value = critic_value(policy, critic_reduce) if use_terminal_value else None
-    if obs_transform is not None:
-        prior = _compose(prior, obs_transform)
-        value = _compose(value, obs_transform) if value is not None else None
-    if value is not None and value_gate is not None:
-        value = _gated(value, value_gate)
-    try:
-        return DMDMPCPlanner(
-            dynamics,
-            action_dim=int(action_space.shape[0]),
-            terminal_value=value,
-            prior=prior,
-            action_low=th.as_tensor(action_space.low, dtype=th.float64),
-            action_high=th.as_tensor(action_space.high, dtype=th.float64),
-            seed=seed,
-            device=device,
-            **planner_kwargs,
-        )
-    except TypeError as exc:
-        raise ValueError(f"invalid planner_kwargs {sorted(planner_kwargs)}: {exc}") from exc
+    prior = policy_prior(policy, action_space, obs_transform, deterministic=deterministic_prior)
+    value = None
+    if use_critic:
+        value = policy_value(policy, critic_reduce, obs_transform, gate=value_gate)
+    elif value_rollout_steps > 0:
+        value = prior_rollout_value(dynamics, prior, action_space, value_rollout_steps)
+    return DMDMPCPlanner(
+        dynamics,
+        action_dim=int(action_space.shape[0]),
+        config=config if isinstance(config, PlannerConfig) else PlannerConfig.from_kwargs(config),
+        terminal_value=value,
+        prior=prior,
+        action_low=th.as_tensor(action_space.low, dtype=th.float64),
+        action_high=th.as_tensor(action_space.high, dtype=th.float64),
+        seed=seed,
+        device=device,
+    )
 
 
-def fit_model_from_buffer(
-    dynamics: Any, replay_buffer: Any, fit_kwargs: dict[str, Any] | None = None, logger: Any = None
-) -> dict[str, float]:
-    """Fit a learned model on the real transitions of a replay buffer; log its statistics under ``model/``.
-
-    :param dynamics: a learned model with ``fit_from_buffer(buffer, **fit_kwargs)``
-    :param replay_buffer: the agent's replay buffer
-    :param fit_kwargs: arguments of the model's ``fit``
-    :param logger: an SB3 logger, or None
-    :return: the model's fit statistics
-    """
-    start = time.perf_counter()
-    stats = dynamics.fit_from_buffer(replay_buffer, **(fit_kwargs or {}))
-    if logger is not None:
-        for key, value in stats.items():
-            if isinstance(value, int | float) and math.isfinite(float(value)):
-                logger.record(f"model/{key}", float(value))
-        logger.record("model/fit_time_s", time.perf_counter() - start)
-    return stats
+def as_state_tensor(obs: np.ndarray, device: th.device | str) -> th.Tensor:
+    """(B, ...) observations -> (B, S) float32 tensor on ``device``."""
+    arr = np.asarray(obs, dtype=np.float32)
+    return th.as_tensor(arr, device=device).reshape(arr.shape[0], -1)
 
 
 def record_plan(logger: Any, result: PlanResult) -> None:
@@ -191,7 +192,31 @@ def record_plan(logger: Any, result: PlanResult) -> None:
     logger.record_mean("planner/fallback_rate", float(result.fallback.float().mean()))
 
 
-def as_state_tensor(obs: np.ndarray, device: th.device | str) -> th.Tensor:
-    """(B, ...) observations -> (B, S) float32 tensor on ``device``."""
-    arr = np.asarray(obs, dtype=np.float32)
-    return th.as_tensor(arr, device=device).reshape(arr.shape[0], -1)
+@dataclass
+class PlanStep:
+    """One plan for a batch of environments and what the augmentor needs from it.
+
+    :param result: the planner's :class:`~sb3_demo.planner.PlanResult`
+    :param states: (B, S) the states planned from
+    """
+
+    result: PlanResult
+    states: th.Tensor
+
+    def imagination(self, rows: np.ndarray | None = None) -> tuple[th.Tensor, th.Tensor] | None:
+        """(states (N, S), plan means (N, H, A)) to roll through the model for imagined transitions, for
+        ``rows`` of the batch (None: all); None where a fallback's plan mean was never optimised."""
+        if rows is None:
+            if bool(self.result.fallback.any()):
+                return None
+            return self.states, self.result.mean
+        index = th.as_tensor(rows, device=self.states.device)
+        return self.states[index], self.result.mean[index]
+
+
+def plan_step(planner: Any, states: th.Tensor, deterministic: bool, logger: Any = None) -> PlanStep:
+    """Plan for ``states`` (B, S) and log the plan under ``planner/`` (no logger: no logging)."""
+    result = planner.plan(states, deterministic=deterministic)
+    if logger is not None:
+        record_plan(logger, result)
+    return PlanStep(result=result, states=states)

@@ -7,7 +7,7 @@ from sb3_demo.dynamics.classic import (
     PendulumDynamics,
     analytic_model_for,
 )
-from sb3_demo.dynamics.ensemble import EnsembleDynamics, transitions_from_buffer
+from sb3_demo.dynamics.ensemble import EnsembleDynamics
 from sb3_demo.dynamics.rewards import KNOWN_ENV_IDS, reward_fn_for, termination_fn_for
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "as_dynamics",
     "reward_fn_for",
     "termination_fn_for",
-    "transitions_from_buffer",
 ]
 
 

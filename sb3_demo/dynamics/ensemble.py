@@ -607,23 +607,6 @@ class EnsembleDynamics(nn.Module):
             mse_sum += sq.mean(dim=2).sum(dim=1)
         return nll_sum / x.shape[0], mse_sum / x.shape[0]
 
-    def fit_from_buffer(self, buffer: Any, actions_normalized: bool = True, **fit_kwargs: Any) -> dict[str, float]:
-        """Fit on every valid transition of an SB3 ``ReplayBuffer``.
-
-        Handles partially filled buffers, ``n_envs > 1`` and ``optimize_memory_usage=True`` (next
-        observation at ``observations[(i + 1) % buffer_size]``; there the transitions that ended an episode
-        are skipped, because the buffer overwrote their next observation with the next episode's first).
-        Terminal transitions are ``dones`` that are not time-limit truncations (``buffer.timeouts``).
-
-        :param buffer: a ``stable_baselines3.common.buffers.ReplayBuffer`` with flat Box observations
-        :param actions_normalized: the buffer holds actions in [-1, 1] (what SB3's off-policy algorithms
-            store for Box action spaces); they are mapped to the action space's bounds
-        :param fit_kwargs: passed to :meth:`fit`
-        :return: the statistics of :meth:`fit`
-        """
-        data = transitions_from_buffer(buffer, actions_normalized=actions_normalized)
-        return self.fit(*data, **fit_kwargs)
-
     # ------------------------------------------------------------------ persistence
 
     def __getstate__(self) -> dict[str, Any]:
@@ -657,56 +640,3 @@ class EnsembleDynamics(nn.Module):
 def _safe_std(x: th.Tensor) -> th.Tensor:
     std = x.std(dim=0, unbiased=False) if x.shape[0] > 1 else th.ones_like(x[0])
     return th.where(std < 1e-6, th.ones_like(std), std)
-
-
-def transitions_from_buffer(
-    buffer: Any, actions_normalized: bool = True
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Flatten the valid transitions of an SB3 ``ReplayBuffer``.
-
-    :param buffer: ``stable_baselines3.common.buffers.ReplayBuffer`` (flat Box observations)
-    :param actions_normalized: map stored [-1, 1] actions to the action space's bounds
-    :return: observations (N, S), actions (N, A), next_observations (N, S), rewards (N,), terminations (N,)
-    """
-    observations = getattr(buffer, "observations", None)
-    if isinstance(observations, dict):
-        raise TypeError("fit_from_buffer does not support DictReplayBuffer (dict observations); flatten them first")
-    if not isinstance(observations, np.ndarray) or not hasattr(buffer, "buffer_size"):
-        raise TypeError(
-            f"expected a stable_baselines3 ReplayBuffer, got {type(buffer).__name__} (needs observations, "
-            "actions, rewards, dones, buffer_size, pos, full)"
-        )
-    if observations.ndim != 3:
-        raise ValueError(f"fit_from_buffer needs flat (1-D) observations, got shape {observations.shape[2:]}")
-    size, pos, full = int(buffer.buffer_size), int(buffer.pos), bool(buffer.full)
-    optimize = bool(getattr(buffer, "optimize_memory_usage", False))
-    if optimize:
-        # the oldest slot (pos) holds the newest next-observation once the buffer has wrapped around
-        index = np.delete(np.arange(size), pos) if full else np.arange(pos)
-    else:
-        index = np.arange(size if full else pos)
-    if index.size == 0:
-        raise ValueError("the replay buffer holds no transitions yet")
-    n_envs = observations.shape[1]
-    obs = observations[index]
-    next_obs = observations[(index + 1) % size] if optimize else buffer.next_observations[index]
-    actions = buffer.actions[index].reshape(index.size, n_envs, -1).astype(np.float64)
-    rewards = buffer.rewards[index]
-    dones = buffer.dones[index].astype(bool)
-    timeouts = getattr(buffer, "timeouts", np.zeros_like(buffer.dones))[index].astype(bool)
-    terminations = dones & ~timeouts
-    valid = ~dones if optimize else np.ones_like(dones)
-    if actions_normalized:
-        low = np.asarray(buffer.action_space.low, dtype=np.float64).reshape(-1)
-        high = np.asarray(buffer.action_space.high, dtype=np.float64).reshape(-1)
-        if not (np.isfinite(low).all() and np.isfinite(high).all()):
-            raise ValueError("actions_normalized=True needs a Box action space with finite bounds")
-        actions = low + (actions + 1.0) * 0.5 * (high - low)
-    obs_dim = obs.shape[2]
-    return (
-        obs[valid].reshape(-1, obs_dim),
-        actions[valid].reshape(-1, actions.shape[2]),
-        next_obs[valid].reshape(-1, obs_dim),
-        rewards[valid].reshape(-1),
-        terminations[valid].reshape(-1),
-    )

@@ -466,13 +466,6 @@ class MuJoCoRolloutDynamics:
         mujoco.mj_getState(base.model, base.data, state, FULLPHYSICS)
         return th.from_numpy(state)
 
-    def set_env_state(self, state: th.Tensor, env: Any | None = None) -> None:
-        """Write a full physics state into the env (for tests and demos), followed by ``mj_forward``."""
-        base = self.env if env is None else _unwrap_mujoco_env(env)
-        values = np.ascontiguousarray(state.detach().cpu().numpy(), dtype=np.float64).reshape(self.state_dim)
-        mujoco.mj_setState(base.model, base.data, values, FULLPHYSICS)
-        mujoco.mj_forward(base.model, base.data)
-
     def qpos(self, states: th.Tensor) -> th.Tensor:
         """(N, S) -> (N, nq) joint positions."""
         return states[:, self._qpos_start : self._qpos_start + self.nq]

@@ -60,10 +60,6 @@ def _angle_normalize(x: th.Tensor) -> th.Tensor:
     return th.remainder(x + math.pi, 2 * math.pi) - math.pi
 
 
-def _never(obs: th.Tensor) -> th.Tensor:
-    return th.zeros(obs.shape[0], dtype=th.bool, device=obs.device)
-
-
 # ---------------------------------------------------------------------------------------- classic control
 
 

@@ -12,10 +12,11 @@ not pay for torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gymnasium.envs.registration import register, registry
+
+from sb3_demo._lazy import lazy_exports
 
 ENV_IDS = ("sb3_demo/Leg2R-v0", "sb3_demo/Leg2RSim-v0")
 _ENTRY_POINT = "sb3_demo.envs.leg2r_env:Leg2REnv"
@@ -71,14 +72,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sb3_demo.envs' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS, __all__)

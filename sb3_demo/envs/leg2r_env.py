@@ -32,9 +32,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from sb3_demo.common.hardware import HardwareEnv
 from sb3_demo.envs.leg2r_model import ACT_DIM, OBS_DIM, LegParameters
 from sb3_demo.envs.leg2r_plant import WATCHDOG_MODES, PlantConfig
-from sb3_demo.realtime.hardware import HardwareEnv
 
 # default sensor noise standard deviations: encoders, differentiated velocities, rail encoder
 DEFAULT_SENSOR_NOISE = (0.002, 0.002, 0.05, 0.05, 0.001, 0.01)

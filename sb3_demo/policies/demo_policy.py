@@ -5,12 +5,12 @@ rollouts through the dynamics model are proposals, it re-seeds nothing by defaul
 when planning fails. Its critic, where it has one, is the planner's terminal value. What runs is the
 planner's action::
 
-    layer = DeMoPolicy.from_model(model, dynamics="analytic", horizon=10)
+    layer = DeMoPolicy.from_agent(agent, dynamics="analytic", horizon=10)
     mean_return, std_return = evaluate_policy(layer, gym.make("Pendulum-v1"), n_eval_episodes=10)
 
 Observations: the layer takes the environment's *original* observations (what the dynamics model
 predicts). A base policy trained under ``VecNormalize`` sees them normalised with a frozen copy of the
-statistics (:class:`~sb3_demo.policies.priors.ObsNormalizer`), so evaluate the layer on the raw env,
+statistics (:class:`~sb3_demo.common.policy_fns.ObsNormalizer`), so evaluate the layer on the raw env,
 not on a ``VecNormalize`` wrapper.
 
 Saving: ``layer.save(path)`` stores the base policy (class, constructor arguments and weights), the
@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 import io
 import pickle
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch as th
@@ -37,35 +37,19 @@ from stable_baselines3.common.utils import get_device
 from torch import nn
 
 from sb3_demo.common.model_factory import check_model_dims, check_spaces, env_id_of
-from sb3_demo.common.policy_fns import CRITIC_REDUCES, CriticReduce
-from sb3_demo.dynamics.base import DynamicsModel, as_dynamics
-from sb3_demo.planner import DMDMPCPlanner, PlanResult
-from sb3_demo.policies.priors import (
-    TERMINAL_VALUE_CHOICES,
+from sb3_demo.common.policy_fns import (
+    CriticReduce,
     ObsNormalizer,
-    TerminalValueChoice,
+    check_critic_reduce,
     has_critic,
-    normalized_prior,
-    policy_value,
     raw_policy_actions,
 )
+from sb3_demo.common.policy_planner import DEFAULT_LAYER_PLANNER_KWARGS, make_policy_planner, planner_settings
+from sb3_demo.dynamics.base import DynamicsModel, as_dynamics
+from sb3_demo.planner import DMDMPCPlanner, PlanResult
 
-# A base policy without a critic plans further ahead than the reference's 3 steps (which lean on a critic).
-DEFAULT_LAYER_PLANNER_KWARGS: dict[str, Any] = dict(
-    horizon=10,
-    num_samples=100,
-    num_iterations=3,
-    num_particles=1,
-    utility="exp",
-    temperature=1.0,
-    gamma_mean=1.0,
-    gamma_std=0.9,
-    init_std=0.5,
-    prior_fraction=0.05,
-)
-
-# planner arguments the layer sets itself
-_RESERVED_PLANNER_KEYS = ("dynamics", "action_dim", "prior", "terminal_value", "action_low", "action_high", "seed")
+ValueSource = Literal["auto", "critic", "none"]
+VALUE_SOURCES = ("auto", "critic", "none")
 
 _SAVE_FORMAT = 1
 
@@ -76,14 +60,14 @@ class DeMoPolicy(BasePolicy):
     :param observation_space: the env's flat Box observation space
     :param action_space: the env's bounded Box action space (asymmetric bounds are fine)
     :param base_policy: the prior: an SB3 ``BasePolicy`` (squashed or not, see
-        :mod:`sb3_demo.policies.priors`) or a plain ``nn.Module`` mapping observations to actions in
+        :mod:`sb3_demo.common.policy_fns`) or a plain ``nn.Module`` mapping observations to actions in
         environment units (e.g. a linear layer)
     :param dynamics: the model the planner rolls through (original observations, env-unit actions)
     :param planner_kwargs: :class:`~sb3_demo.DMDMPCPlanner` settings (horizon, num_samples, ...); missing
         ones come from ``DEFAULT_LAYER_PLANNER_KWARGS``
-    :param terminal_value: ``"auto"`` (the base policy's critic if it has one), ``"critic"`` (required) or
-        ``"none"``. The critic must value the model's rewards: one trained on ``VecNormalize``-normalised
-        rewards (``norm_reward=True``) is on another scale, use ``"none"`` there
+    :param value_source: the planner's terminal value: ``"auto"`` (the base policy's critic if it has one),
+        ``"critic"`` (required) or ``"none"``. The critic must value the model's rewards: one trained on
+        ``VecNormalize``-normalised rewards (``norm_reward=True``) is on another scale, use ``"none"`` there
     :param critic_reduce: twin Q heads as terminal value: ``"min"``, ``"q1"`` or ``"mean"``
     :param obs_normalizer: observation statistics the base policy was trained with (VecNormalize), or None
     :param seed: the planner's sampling seed (with a seed, a fresh or loaded layer gives reproducible actions)
@@ -99,7 +83,7 @@ class DeMoPolicy(BasePolicy):
         base_policy: nn.Module,
         dynamics: DynamicsModel | Any,
         planner_kwargs: dict[str, Any] | None = None,
-        terminal_value: TerminalValueChoice = "auto",
+        value_source: ValueSource = "auto",
         critic_reduce: CriticReduce = "min",
         obs_normalizer: ObsNormalizer | None = None,
         seed: int | None = None,
@@ -109,10 +93,9 @@ class DeMoPolicy(BasePolicy):
         super().__init__(observation_space, action_space, squash_output=True)
         if not isinstance(base_policy, nn.Module):
             raise TypeError(f"base_policy must be an SB3 policy or a torch nn.Module, got {type(base_policy).__name__}")
-        if terminal_value not in TERMINAL_VALUE_CHOICES:
-            raise ValueError(f"terminal_value must be one of {list(TERMINAL_VALUE_CHOICES)}, got {terminal_value!r}")
-        if critic_reduce not in CRITIC_REDUCES:
-            raise ValueError(f"critic_reduce must be one of {list(CRITIC_REDUCES)}, got {critic_reduce!r}")
+        if value_source not in VALUE_SOURCES:
+            raise ValueError(f"value_source must be one of {list(VALUE_SOURCES)}, got {value_source!r}")
+        check_critic_reduce(critic_reduce, "DeMoPolicy")
         if obs_normalizer is not None and not isinstance(obs_normalizer, ObsNormalizer):
             raise TypeError(f"obs_normalizer must be an ObsNormalizer or None, got {type(obs_normalizer).__name__}")
         self.obs_dim = int(observation_space.shape[0])
@@ -125,40 +108,28 @@ class DeMoPolicy(BasePolicy):
 
         self.base_policy = base_policy
         self.obs_normalizer = obs_normalizer
-        self.terminal_value = terminal_value
+        self.value_source = value_source
         self.critic_reduce: CriticReduce = critic_reduce
         self.seed_value = seed
-        kwargs = {**DEFAULT_LAYER_PLANNER_KWARGS, **(planner_kwargs or {})}
-        reserved = sorted(set(kwargs) & set(_RESERVED_PLANNER_KEYS))
-        if reserved:
-            raise ValueError(
-                f"planner_kwargs must not set {reserved}: DeMoPolicy sets the model, the prior, the terminal "
-                "value, the action bounds and the seed itself (pass dynamics=..., seed=...)"
-            )
-        self.planner_kwargs = kwargs
+        self.planner_kwargs = planner_settings(planner_kwargs, DEFAULT_LAYER_PLANNER_KWARGS, "DeMoPolicy")
 
         dynamics = as_dynamics(dynamics)
         check_model_dims(dynamics, self.obs_dim, self.action_dim)
         self._dynamics = (dynamics,)  # a tuple: an nn.Module model is not registered as a submodule
 
-        transform = obs_normalizer
-        prior = normalized_prior(base_policy, action_space, transform)
-        use_value = terminal_value == "critic" or (terminal_value == "auto" and has_critic(base_policy))
-        value = policy_value(base_policy, critic_reduce, transform) if use_value else None
-        try:
-            self.planner = DMDMPCPlanner(
-                dynamics,
-                action_dim=self.action_dim,
-                prior=prior,
-                terminal_value=value,
-                action_low=th.as_tensor(action_space.low, dtype=th.float64),
-                action_high=th.as_tensor(action_space.high, dtype=th.float64),
-                seed=seed,
-                **kwargs,
-            )
-        except TypeError as exc:
-            raise ValueError(f"invalid planner_kwargs {sorted(kwargs)}: {exc}") from None
-        self.uses_terminal_value = value is not None
+        use_critic = value_source == "critic" or (value_source == "auto" and has_critic(base_policy))
+        self.planner = make_policy_planner(
+            dynamics,
+            base_policy,
+            action_space,
+            self.planner_kwargs,
+            use_critic=use_critic,
+            critic_reduce=critic_reduce,
+            obs_transform=obs_normalizer,
+            deterministic_prior=True,
+            seed=seed,
+        )
+        self.uses_terminal_value = use_critic
 
         # diagnostics
         self.last_plan: PlanResult | None = None
@@ -168,32 +139,32 @@ class DeMoPolicy(BasePolicy):
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_model(
+    def from_agent(
         cls,
-        model: Any,
+        agent: Any,
         dynamics: DynamicsModel | Any = "analytic",
         env_id: str | None = None,
-        terminal_value: TerminalValueChoice = "auto",
+        value_source: ValueSource = "auto",
         critic_reduce: CriticReduce = "min",
         seed: int | None = None,
         **planner_kwargs: Any,
     ) -> DeMoPolicy:
-        """The layer on top of a trained SB3 model (SAC, TD3, TQC, PPO, ARS, ...).
+        """The layer on top of a trained SB3 agent (SAC, TD3, TQC, PPO, ARS, ...).
 
-        :param model: the trained algorithm; its ``policy`` is the prior and, if it trained under
+        :param agent: the trained algorithm; its ``policy`` is the prior and, if it trained under
             ``VecNormalize``, a frozen copy of the observation statistics goes with it
         :param dynamics: a :class:`~sb3_demo.dynamics.DynamicsModel` (e.g. a fitted ``EnsembleDynamics``),
             a callable ``(states, actions) -> (next_states, rewards[, terminated])``, or ``"analytic"``
-            for the exact classic-control model of the model's env (or of ``env_id``)
-        :param env_id: gymnasium id, for ``dynamics="analytic"`` when the model has no env
-        :param terminal_value: see :class:`DeMoPolicy`
+            for the exact classic-control model of the agent's env (or of ``env_id``)
+        :param env_id: gymnasium id, for ``dynamics="analytic"`` when the agent has no env
+        :param value_source: see :class:`DeMoPolicy`
         :param critic_reduce: see :class:`DeMoPolicy`
         :param seed: the planner's seed
         :param planner_kwargs: :class:`~sb3_demo.DMDMPCPlanner` settings
         """
-        policy = getattr(model, "policy", None)
+        policy = getattr(agent, "policy", None)
         if not isinstance(policy, nn.Module):
-            raise TypeError(f"from_model needs a trained SB3 algorithm with a .policy, got {type(model).__name__}")
+            raise TypeError(f"from_agent needs a trained SB3 algorithm with a .policy, got {type(agent).__name__}")
         if isinstance(dynamics, str):
             if dynamics != "analytic":
                 raise ValueError(
@@ -202,19 +173,19 @@ class DeMoPolicy(BasePolicy):
                 )
             from sb3_demo.dynamics.classic import analytic_model_for
 
-            env_id = env_id or env_id_of(model.get_env())
+            env_id = env_id or env_id_of(agent.get_env())
             if env_id is None:
                 raise ValueError("dynamics='analytic' needs the env id: pass env_id='Pendulum-v1' (for example)")
             dynamics = analytic_model_for(env_id)
-        get_vec_normalize = getattr(model, "get_vec_normalize_env", None)
+        get_vec_normalize = getattr(agent, "get_vec_normalize_env", None)
         normalizer = ObsNormalizer.from_vec_normalize(get_vec_normalize() if get_vec_normalize else None)
         return cls(
-            model.observation_space,
-            model.action_space,
+            agent.observation_space,
+            agent.action_space,
             base_policy=policy,
             dynamics=dynamics,
             planner_kwargs=planner_kwargs,
-            terminal_value=terminal_value,
+            value_source=value_source,
             critic_reduce=critic_reduce,
             obs_normalizer=normalizer,
             seed=seed,
@@ -291,7 +262,7 @@ class DeMoPolicy(BasePolicy):
             observation_space=self.observation_space,
             action_space=self.action_space,
             planner_kwargs=dict(self.planner_kwargs),
-            terminal_value=self.terminal_value,
+            value_source=self.value_source,
             critic_reduce=self.critic_reduce,
             seed=self.seed_value,
         )
@@ -345,11 +316,12 @@ class DeMoPolicy(BasePolicy):
             dynamics = _dynamics_from_record(record)
         elif record is not None and record["kind"] == "module" and isinstance(dynamics, nn.Module):
             dynamics.load_state_dict(record["state_dict"])
+        constructor = dict(payload["constructor"])
+        if "terminal_value" in constructor:  # files saved before the setting was named value_source
+            constructor["value_source"] = constructor.pop("terminal_value")
         norm = payload["obs_normalizer"]
         normalizer = None if norm is None else ObsNormalizer(**norm)
-        return cls(base_policy=base_policy, dynamics=dynamics, obs_normalizer=normalizer, **payload["constructor"]).to(
-            device
-        )
+        return cls(base_policy=base_policy, dynamics=dynamics, obs_normalizer=normalizer, **constructor).to(device)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -9,17 +9,18 @@ torch or SB3.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sb3_demo._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "DeadlineGuard": "sb3_demo.realtime.controller",
     "RealTimeController": "sb3_demo.realtime.controller",
-    "HardwareEnv": "sb3_demo.realtime.hardware",
-    "HardwareModelError": "sb3_demo.realtime.hardware",
-    "check_model_allowed": "sb3_demo.realtime.hardware",
-    "control_period_of": "sb3_demo.realtime.hardware",
-    "is_hardware_env": "sb3_demo.realtime.hardware",
+    "HardwareEnv": "sb3_demo.common.hardware",
+    "HardwareModelError": "sb3_demo.common.hardware",
+    "check_model_allowed": "sb3_demo.common.hardware",
+    "control_period_of": "sb3_demo.common.hardware",
+    "is_hardware_env": "sb3_demo.common.hardware",
     "LatencyLoggerCallback": "sb3_demo.realtime.latency",
     "LatencyStats": "sb3_demo.realtime.latency",
     "SafetyWrapper": "sb3_demo.realtime.safety",
@@ -30,14 +31,14 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
-    from sb3_demo.realtime.controller import DeadlineGuard, RealTimeController
-    from sb3_demo.realtime.hardware import (
+    from sb3_demo.common.hardware import (
         HardwareEnv,
         HardwareModelError,
         check_model_allowed,
         control_period_of,
         is_hardware_env,
     )
+    from sb3_demo.realtime.controller import DeadlineGuard, RealTimeController
     from sb3_demo.realtime.latency import LatencyLoggerCallback, LatencyStats
     from sb3_demo.realtime.safety import SafetyWrapper, Watchdog
     from sb3_demo.realtime.training import (
@@ -64,14 +65,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sb3_demo.realtime' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS, __all__)

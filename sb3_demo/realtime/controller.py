@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch as th
 
+from sb3_demo.common.hardware import check_model_allowed, control_period_of
 from sb3_demo.planner.dmd_mpc import DMDMPCPlanner, PlanningDeadlineExceeded, PlanResult
-from sb3_demo.realtime.hardware import check_model_allowed, control_period_of
 from sb3_demo.realtime.latency import LatencyStats
 
 

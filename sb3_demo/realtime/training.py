@@ -36,6 +36,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
+from sb3_demo.common.executed_action import store_executed_actions
+
 SYNC_MODES = ("rollout", "step")
 # replay-buffer methods serialised between the control loop (writers) and the training thread (sampler)
 LOCKED_BUFFER_METHODS = ("add", "sample", "add_imagined", "extend")
@@ -269,29 +271,19 @@ class ThreadedTrainCallback(BaseCallback):
 
 class ExecutedActionCallback(BaseCallback):
     """Store the action that really ran: overwrite SB3's ``buffer_actions`` with ``info["executed_action"]``
-    (scaled to the policy's ``[-1, 1]``) before the transition reaches the replay buffer.
-
-    SB3's off-policy ``collect_rollouts`` calls the callback after ``env.step`` and before
-    ``_store_transition``, with ``buffer_actions`` among its locals; the array is modified in place.
+    (scaled to the policy's ``[-1, 1]``) before the transition reaches the replay buffer (see
+    :func:`~sb3_demo.common.executed_action.store_executed_actions`).
     """
 
-    def __init__(self, key: str = "executed_action", verbose: int = 0) -> None:
+    def __init__(self, verbose: int = 0) -> None:
         super().__init__(verbose)
-        self.key = key
         self.replaced = 0
 
     def _on_step(self) -> bool:
         buffer_actions = self.locals.get("buffer_actions")
         infos = self.locals.get("infos")
-        if not isinstance(buffer_actions, np.ndarray) or infos is None:
-            return True
-        for i, info in enumerate(infos):
-            executed = info.get(self.key)
-            if executed is None:
-                continue
-            scaled = self.model.policy.scale_action(np.asarray(executed, dtype=np.float64).reshape(1, -1))
-            buffer_actions[i] = scaled.reshape(buffer_actions[i].shape)
-            self.replaced += 1
+        if isinstance(buffer_actions, np.ndarray) and infos is not None:
+            self.replaced += store_executed_actions(buffer_actions, infos, self.model.policy)
         return True
 
 

@@ -3,26 +3,22 @@
 SB3's ``OffPolicyAlgorithm.collect_rollouts`` calls ``callback.on_step()`` after ``env.step`` and before
 ``_store_transition(replay_buffer, buffer_actions, ...)``, with ``buffer_actions`` in ``self.locals``.
 The callback overwrites, in place, the rows of ``buffer_actions`` whose env ran the planner's action
-(``info["demo_guided"]``) with that action scaled to ``[-1, 1]``, so the replay buffer stores the action
-that really ran.
+(``info["demo_guided"]``) with that action (``info["executed_action"]``) scaled to ``[-1, 1]``, so the
+replay buffer stores the action that really ran.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from sb3_demo.buffers import AugmentedReplayBuffer
-from sb3_demo.common.imagination import imagined_transitions
-from sb3_demo.common.policy_planner import DEFAULT_MODEL_FIT_KWARGS, fit_model_from_buffer
+from sb3_demo.common.executed_action import store_executed_actions
+from sb3_demo.common.imagination import add_imagined, augments
+from sb3_demo.common.schedule import DeMoSchedule, fit_model_from_buffer, fit_settings
 from sb3_demo.wrappers.demo_wrapper import find_guides
 from sb3_demo.wrappers.guide import DeMoGuide, check_agent, live_guides
-
-# a learned model is first fitted once the buffer holds this many real transitions (and model_learning_starts passed)
-MIN_MODEL_TRANSITIONS = 10
 
 
 class DeMoCallback(BaseCallback):
@@ -63,18 +59,8 @@ class DeMoCallback(BaseCallback):
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose=verbose)
-        if isinstance(model_train_freq, bool) or not isinstance(model_train_freq, int) or model_train_freq < 1:
-            raise ValueError(f"model_train_freq must be an integer >= 1, got {model_train_freq!r}")
-        if model_learning_starts is not None and (
-            not isinstance(model_learning_starts, int) or model_learning_starts < 0
-        ):
-            raise ValueError(f"model_learning_starts must be None or an integer >= 0, got {model_learning_starts!r}")
-        if not (planner_starts == "auto" or (isinstance(planner_starts, int) and planner_starts >= 0)):
-            raise ValueError(f"planner_starts must be 'auto' or an integer >= 0, got {planner_starts!r}")
-        self.model_train_freq = model_train_freq
-        self.model_learning_starts = model_learning_starts
-        self.model_fit_kwargs = {**DEFAULT_MODEL_FIT_KWARGS, **(model_fit_kwargs or {})}
-        self.planner_starts = planner_starts
+        self.schedule = DeMoSchedule(model_train_freq, model_learning_starts, planner_starts)
+        self.model_fit_kwargs = fit_settings(model_fit_kwargs)
         self.add_imagined = add_imagined
         self.attach_eval_envs = attach_eval_envs
         self.guides: list[DeMoGuide] = []
@@ -136,8 +122,7 @@ class DeMoCallback(BaseCallback):
         self._update_activity()
 
     def _augments(self) -> bool:
-        buffer = getattr(self.model, "replay_buffer", None)
-        return self.add_imagined and isinstance(buffer, AugmentedReplayBuffer) and buffer.imagined_fraction > 0
+        return self.add_imagined and augments(getattr(self.model, "replay_buffer", None))
 
     # ------------------------------------------------------------------ schedule
 
@@ -150,16 +135,11 @@ class DeMoCallback(BaseCallback):
     def uses_learned_model(self) -> bool:
         return self.dynamics is not None
 
-    def _model_learning_starts(self) -> int:
-        return self.agent.learning_starts if self.model_learning_starts is None else self.model_learning_starts
-
     def planner_active(self) -> bool:
         """Whether the planner chooses (some of) the rollout actions now."""
-        if self.uses_learned_model and not self.model_fitted:
-            return False
-        if self.planner_starts == "auto":
-            return self.num_timesteps >= (0 if self.uses_learned_model else self.agent.learning_starts)
-        return self.num_timesteps >= int(self.planner_starts)
+        return self.schedule.planner_active(
+            self.num_timesteps, self.agent.learning_starts, self.uses_learned_model, self.model_fitted
+        )
 
     def _update_activity(self) -> None:
         active = self.planner_active()
@@ -185,10 +165,11 @@ class DeMoCallback(BaseCallback):
             guide.progress_remaining = progress
         if self._augments():
             self._add_imagined()
-        if self.uses_learned_model and self.num_timesteps >= self._model_learning_starts():
-            due = self.last_model_fit < 0 or self.num_timesteps - self.last_model_fit >= self.model_train_freq
+        if self.uses_learned_model:
             buffer = self.agent.replay_buffer
-            if due and buffer.size() * buffer.n_envs >= MIN_MODEL_TRANSITIONS:
+            if self.schedule.fit_due(
+                self.num_timesteps, self.agent.learning_starts, self.last_model_fit, buffer.size() * buffer.n_envs
+            ):
                 self.fit_model()
         self._update_activity()
         steps = sum(g.num_steps for g in self.guides)
@@ -204,17 +185,11 @@ class DeMoCallback(BaseCallback):
                 "DeMoCallback must run inside an off-policy algorithm's collect_rollouts (it needs 'buffer_actions' "
                 "and 'infos'); pass it to model.learn(callback=...)"
             )
-        policy = self.model.policy
-        for i, info in enumerate(infos):
-            if info.get("demo_guided"):
-                executed = np.asarray(info["demo_action"], dtype=np.float32).reshape(buffer_actions.shape[1:])
-                buffer_actions[i] = policy.scale_action(executed)
+        store_executed_actions(buffer_actions, infos, self.model.policy, guided_only=True)
 
     def _add_imagined(self) -> None:
-        buffer = self.agent.replay_buffer
         for guide in self.guides:
-            plan = guide.pop_last_plan()
-            if plan is None or guide.planner is None:
-                continue
-            states, mean = plan
-            buffer.add_imagined(*imagined_transitions(guide.dynamics, states, mean, guide.planner.unscale_action))
+            if guide.planner is not None:
+                add_imagined(
+                    self.agent.replay_buffer, guide.dynamics, guide.pop_last_plan(), guide.planner.unscale_action
+                )

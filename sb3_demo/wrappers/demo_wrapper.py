@@ -6,7 +6,7 @@
   observations, the scale the replay buffer and the learned model use. RL Zoo: ``vec_env_wrapper:``.
 - :class:`DeMoWrapper` wraps one gymnasium env (single-env training with a DummyVecEnv, or evaluation).
 
-Both report the action that really ran in ``info["demo_action"]`` (env units) and whether the planner
+Both report the action that really ran in ``info["executed_action"]`` (env units) and whether the planner
 chose it in ``info["demo_guided"]``; :class:`~sb3_demo.wrappers.DeMoCallback` writes that action into the
 replay buffer, attaches the agent's actor/critic, fits a learned model and stores imagined transitions.
 """
@@ -20,15 +20,22 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecNormalize, is_vecenv_wrapped
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
+from sb3_demo.common.executed_action import EXECUTED_ACTION_KEY, GUIDED_KEY
 from sb3_demo.common.model_factory import env_id_of
-from sb3_demo.common.policy_fns import CriticReduce
-from sb3_demo.wrappers.guide import DeMoGuide, GuideProb
+from sb3_demo.wrappers.guide import DeMoGuide
 
 
 class _GuideMixin:
     """``attach`` / ``detach`` and the guide's objects, shared by both wrappers."""
 
     guide: DeMoGuide
+
+    def _init_guide(self, env: Any, agent: Any, who: str, settings: dict[str, Any]) -> None:
+        """The wrapper's :class:`DeMoGuide` for ``env``'s spaces, attached to ``agent`` if one is given."""
+        self.guide = DeMoGuide(env.observation_space, env.action_space, env_id=env_id_of(env), who=who, **settings)
+        self._obs: np.ndarray | None = None
+        if agent is not None:
+            self.attach(agent)
 
     def attach(self, agent: Any, dynamics: Any = None, vec_normalize: VecNormalize | None = None) -> Any:
         """Plan with ``agent``'s actor and critic from now on (evaluation, or training without the callback's
@@ -54,7 +61,7 @@ class _GuideMixin:
 class DeMoWrapper(_GuideMixin, gym.Wrapper):
     """Run the planner's action instead of the agent's in one gymnasium env.
 
-    Reports ``info["demo_action"]`` (the action that ran, env units) and ``info["demo_guided"]``.
+    Reports ``info["executed_action"]`` (the action that ran, env units) and ``info["demo_guided"]``.
     Training: wrap each env (``make_vec_env(..., wrapper_class=DeMoWrapper)``, DummyVecEnv only: in a
     SubprocVecEnv the planner cannot reach the agent's networks, use :class:`DeMoVecEnvWrapper`) and pass
     :class:`~sb3_demo.wrappers.DeMoCallback` to ``learn``. Evaluation: ``DeMoWrapper(env, agent=model,
@@ -62,55 +69,14 @@ class DeMoWrapper(_GuideMixin, gym.Wrapper):
 
     :param env: the env (flat Box observations, bounded Box actions)
     :param agent: an SB3 SAC/TD3/TQC/CrossQ model to attach now (evaluation); None: the callback attaches it
-    :param model: the planner's dynamics: ``"ensemble"``, ``"analytic"`` or a DynamicsModel instance
-    :param model_kwargs: constructor arguments of the model
-    :param planner_kwargs: :class:`~sb3_demo.DMDMPCPlanner` settings (default: the 2022 reference settings)
-    :param guide_prob: probability that the planner's action runs: float, ``"lin_<p>"`` or callable of the
-        progress remaining
-    :param critic_reduce: terminal value from twin critics: ``"min"``, ``"q1"`` or ``"mean"``
-    :param use_terminal_value: add the critic's value of the last planned state
-    :param terminal_value_starts: the agent's gradient updates before its critic's value is added
-    :param deterministic: execute the plan's weighted mean (True, evaluation) or a sequence sampled by its
-        weight (False, training)
-    :param on_unattached: ``"raise"`` or ``"passthrough"`` when stepped with no agent attached
-    :param seed: seed of the guide's coin flips and the planner (default: the agent's)
+    :param settings: the planning settings of :class:`~sb3_demo.wrappers.DeMoGuide` (``model``,
+        ``model_kwargs``, ``planner_kwargs``, ``guide_prob``, ``critic_reduce``, ``use_terminal_value``,
+        ``terminal_value_starts``, ``deterministic``, ``on_unattached``, ``seed``)
     """
 
-    def __init__(
-        self,
-        env: gym.Env,
-        agent: Any = None,
-        model: Any = "ensemble",
-        model_kwargs: dict[str, Any] | None = None,
-        planner_kwargs: dict[str, Any] | None = None,
-        guide_prob: GuideProb = 1.0,
-        critic_reduce: CriticReduce = "min",
-        use_terminal_value: bool = True,
-        terminal_value_starts: int = 0,
-        deterministic: bool = False,
-        on_unattached: str = "raise",
-        seed: int | None = None,
-    ) -> None:
+    def __init__(self, env: gym.Env, agent: Any = None, **settings: Any) -> None:
         super().__init__(env)
-        self.guide = DeMoGuide(
-            env.observation_space,
-            env.action_space,
-            model=model,
-            model_kwargs=model_kwargs,
-            planner_kwargs=planner_kwargs,
-            guide_prob=guide_prob,
-            critic_reduce=critic_reduce,
-            use_terminal_value=use_terminal_value,
-            terminal_value_starts=terminal_value_starts,
-            deterministic=deterministic,
-            on_unattached=on_unattached,
-            env_id=env_id_of(env),
-            seed=seed,
-            who="DeMoWrapper",
-        )
-        self._obs: np.ndarray | None = None
-        if agent is not None:
-            self.attach(agent)
+        self._init_guide(env, agent, "DeMoWrapper", settings)
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
@@ -125,8 +91,8 @@ class DeMoWrapper(_GuideMixin, gym.Wrapper):
         run = executed[0].reshape(np.shape(action)) if np.ndim(action) > 0 else executed[0]
         obs, reward, terminated, truncated, info = self.env.step(run)
         info = dict(info)
-        info["demo_action"] = np.array(run, dtype=np.float32)
-        info["demo_guided"] = bool(guided[0])
+        info[EXECUTED_ACTION_KEY] = np.array(run, dtype=np.float32)
+        info[GUIDED_KEY] = bool(guided[0])
         self._obs = np.asarray(obs, dtype=np.float32)
         return obs, reward, terminated, truncated, info
 
@@ -136,38 +102,16 @@ class DeMoVecEnvWrapper(_GuideMixin, VecEnvWrapper):
 
     Lives in the main process, so the planner sees the agent's networks with any VecEnv (DummyVecEnv,
     SubprocVecEnv). Must sit inside VecNormalize (``VecNormalize(DeMoVecEnvWrapper(venv))``). Reports
-    ``info["demo_action"]`` and ``info["demo_guided"]`` per env. RL Zoo: a ``vec_env_wrapper:`` entry.
+    ``info["executed_action"]`` and ``info["demo_guided"]`` per env. RL Zoo: a ``vec_env_wrapper:`` entry.
 
     :param venv: the VecEnv (flat Box observations, bounded Box actions), not normalised
     :param agent: an SB3 model to attach now (evaluation); None: :class:`~sb3_demo.wrappers.DeMoCallback`
         attaches it at the start of training
-    :param model: ``"ensemble"``, ``"analytic"`` or a DynamicsModel instance
-    :param model_kwargs: constructor arguments of the model
-    :param planner_kwargs: :class:`~sb3_demo.DMDMPCPlanner` settings
-    :param guide_prob: probability (per env and step) that the planner's action runs
-    :param critic_reduce: ``"min"``, ``"q1"`` or ``"mean"``
-    :param use_terminal_value: add the critic's value of the last planned state
-    :param terminal_value_starts: the agent's gradient updates before its critic's value is added
-    :param deterministic: execute the plans' weighted means (evaluation)
-    :param on_unattached: ``"raise"`` or ``"passthrough"`` when stepped with no agent attached
-    :param seed: seed of the guide's coin flips and the planner (default: the agent's)
+    :param settings: the planning settings of :class:`~sb3_demo.wrappers.DeMoGuide` (as for
+        :class:`DeMoWrapper`)
     """
 
-    def __init__(
-        self,
-        venv: VecEnv,
-        agent: Any = None,
-        model: Any = "ensemble",
-        model_kwargs: dict[str, Any] | None = None,
-        planner_kwargs: dict[str, Any] | None = None,
-        guide_prob: GuideProb = 1.0,
-        critic_reduce: CriticReduce = "min",
-        use_terminal_value: bool = True,
-        terminal_value_starts: int = 0,
-        deterministic: bool = False,
-        on_unattached: str = "raise",
-        seed: int | None = None,
-    ) -> None:
+    def __init__(self, venv: VecEnv, agent: Any = None, **settings: Any) -> None:
         if not isinstance(venv, VecEnv):
             raise TypeError(
                 f"DeMoVecEnvWrapper wraps a stable_baselines3 VecEnv, got {type(venv).__name__}; "
@@ -180,27 +124,9 @@ class DeMoVecEnvWrapper(_GuideMixin, VecEnvWrapper):
                 "VecNormalize(DeMoVecEnvWrapper(venv)), not DeMoVecEnvWrapper(VecNormalize(venv))"
             )
         super().__init__(venv)
-        self.guide = DeMoGuide(
-            venv.observation_space,
-            venv.action_space,
-            model=model,
-            model_kwargs=model_kwargs,
-            planner_kwargs=planner_kwargs,
-            guide_prob=guide_prob,
-            critic_reduce=critic_reduce,
-            use_terminal_value=use_terminal_value,
-            terminal_value_starts=terminal_value_starts,
-            deterministic=deterministic,
-            on_unattached=on_unattached,
-            env_id=env_id_of(venv),
-            seed=seed,
-            who="DeMoVecEnvWrapper",
-        )
-        self._obs: np.ndarray | None = None
         self._executed: np.ndarray | None = None
         self._guided: np.ndarray | None = None
-        if agent is not None:
-            self.attach(agent)
+        self._init_guide(venv, agent, "DeMoVecEnvWrapper", settings)
 
     def reset(self) -> Any:
         obs = self.venv.reset()
@@ -219,8 +145,8 @@ class DeMoVecEnvWrapper(_GuideMixin, VecEnvWrapper):
         obs, rewards, dones, infos = self.venv.step_wait()
         assert self._executed is not None and self._guided is not None
         for i, info in enumerate(infos):
-            info["demo_action"] = self._executed[i].copy()
-            info["demo_guided"] = bool(self._guided[i])
+            info[EXECUTED_ACTION_KEY] = self._executed[i].copy()
+            info[GUIDED_KEY] = bool(self._guided[i])
         self._obs = np.asarray(obs, dtype=np.float32)
         if np.any(dones):
             self.guide.reset(np.flatnonzero(dones))

@@ -21,22 +21,22 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_demo.common.model_factory import MODEL_CHOICES, check_spaces, make_dynamics
-from sb3_demo.common.policy_fns import CRITIC_REDUCES, CriticReduce
+from sb3_demo.common.model_factory import LEARNED_MODELS, check_model_choice, check_spaces, make_dynamics
+from sb3_demo.common.policy_fns import CriticReduce, check_critic_reduce, vec_normalize_obs_transform
 from sb3_demo.common.policy_planner import (
     DEFAULT_PLANNER_KWARGS,
+    PlanStep,
     as_state_tensor,
     check_terminal_value_starts,
     critic_warmed_up,
     make_policy_planner,
-    record_plan,
-    vec_normalize_obs_transform,
+    plan_step,
+    planner_settings,
 )
 from sb3_demo.planner import DMDMPCPlanner
 
 GuideProb = float | str | Callable[[float], float]
 WRAPPER_MODELS = ("ensemble", "analytic")
-LEARNED_MODELS = ("ensemble",)
 UNATTACHED_CHOICES = ("raise", "passthrough")
 
 # every guide of this process, so that DeMoCallback can attach the ones it does not train with (RL Zoo's
@@ -152,27 +152,16 @@ class DeMoGuide:
         who: str = "DeMoWrapper",
     ) -> None:
         check_spaces(observation_space, action_space, who=who)
-        if isinstance(model, str) and model not in WRAPPER_MODELS:
-            hint = (
-                " (model='mujoco' plans through the env's own simulator; use DeMoSAC/DeMoTD3 for it)"
-                if model in MODEL_CHOICES
-                else ""
-            )
-            raise ValueError(
-                f"{who}: model must be one of {list(WRAPPER_MODELS)} or a DynamicsModel instance, got {model!r}{hint}"
-            )
-        if critic_reduce not in CRITIC_REDUCES:
-            raise ValueError(f"{who}: critic_reduce must be one of {list(CRITIC_REDUCES)}, got {critic_reduce!r}")
+        check_model_choice(model, WRAPPER_MODELS, who)
+        check_critic_reduce(critic_reduce, who)
         check_terminal_value_starts(terminal_value_starts, who=who)
         if on_unattached not in UNATTACHED_CHOICES:
             raise ValueError(f"{who}: on_unattached must be one of {list(UNATTACHED_CHOICES)}, got {on_unattached!r}")
-        if planner_kwargs is not None and not isinstance(planner_kwargs, dict):
-            raise TypeError(f"{who}: planner_kwargs must be a dict, got {type(planner_kwargs).__name__}")
         self.observation_space = observation_space
         self.action_space: spaces.Box = action_space  # type: ignore[assignment]
         self.model = model
         self.model_kwargs = dict(model_kwargs or {})
-        self.planner_kwargs = {**DEFAULT_PLANNER_KWARGS, **(planner_kwargs or {})}
+        self.planner_kwargs = planner_settings(planner_kwargs, DEFAULT_PLANNER_KWARGS, who)
         self.guide_prob = guide_prob
         self._guide_prob_fn = guide_prob_schedule(guide_prob)
         self.critic_reduce: CriticReduce = critic_reduce
@@ -192,7 +181,7 @@ class DeMoGuide:
         self.logger: Any = None  # the agent's logger while training
         self.keep_plans = False  # keep the last plan for imagined transitions (set by the callback)
         self.evaluation = False  # an evaluation env attached by the callback: plan every step, deterministically
-        self.last_plan: tuple[th.Tensor, th.Tensor] | None = None
+        self.last_plan: tuple[th.Tensor, th.Tensor] | None = None  # (states, plan means) of guided rows
         self.num_planned = 0  # steps on which the planner's action ran (counting every env)
         self.num_steps = 0
         self._rng = np.random.default_rng(seed)
@@ -266,12 +255,12 @@ class DeMoGuide:
             agent.policy,
             self.action_space,
             self.planner_kwargs,
+            use_critic=self.use_terminal_value,
             critic_reduce=self.critic_reduce,
-            use_terminal_value=self.use_terminal_value,
+            value_gate=critic_warmed_up(agent, self.terminal_value_starts),
             obs_transform=vec_normalize_obs_transform(vec_normalize, agent.device),
             seed=seed,
             device=agent.device,
-            value_gate=critic_warmed_up(agent, self.terminal_value_starts),
         )
         if self.seed is None and seed is not None:
             self._rng = np.random.default_rng(seed)
@@ -319,26 +308,28 @@ class DeMoGuide:
         guided = np.ones(batch, dtype=bool) if p >= 1.0 else self._rng.random(batch) < p
         if not guided.any():
             return actions, guided
-        states = as_state_tensor(obs, self.planner.device)
-        policy = self.agent.policy
-        was_training = bool(policy.training)
-        if was_training:  # batch norm (CrossQ) must not learn from planning batches
-            policy.set_training_mode(False)
-        try:
-            result = self.planner.plan(states, deterministic=self.deterministic or self.evaluation)
-        finally:
-            if was_training:
-                policy.set_training_mode(True)
-        planned = result.action.detach().cpu().numpy().astype(np.float32)
+        step = self._plan(as_state_tensor(obs, self.planner.device))
+        planned = step.result.action.detach().cpu().numpy().astype(np.float32)
         planned = np.clip(planned, self.action_space.low, self.action_space.high)
         executed = np.where(guided[:, None], planned, actions).astype(np.float32)
         self.num_planned += int(guided.sum())
-        if self.logger is not None:
-            record_plan(self.logger, result)
         if self.keep_plans:
-            rows = th.as_tensor(np.flatnonzero(guided), device=states.device)
-            self.last_plan = (states[rows], result.mean[rows])
+            self.last_plan = step.imagination(np.flatnonzero(guided))
         return executed, guided
+
+    def _plan(self, states: th.Tensor) -> PlanStep:
+        """Plan for every env of the batch, with the agent's networks in evaluation mode (batch norm, as in
+        CrossQ, must not learn from planning batches)."""
+        assert self.planner is not None
+        policy = self.agent.policy
+        was_training = bool(policy.training)
+        if was_training:
+            policy.set_training_mode(False)
+        try:
+            return plan_step(self.planner, states, self.deterministic or self.evaluation, self.logger)
+        finally:
+            if was_training:
+                policy.set_training_mode(True)
 
     def pop_last_plan(self) -> tuple[th.Tensor, th.Tensor] | None:
         """The last step's guided start states (N, S) and plan means (N, H, A); cleared once read."""

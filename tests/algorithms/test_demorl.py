@@ -248,7 +248,7 @@ def test_defaults_plan_with_2_iterations_and_cap_model_fits() -> None:
 
 def test_hardware_env_refuses_a_simulator_model() -> None:
     import sb3_demo.envs  # noqa: F401  (registers the leg)
-    from sb3_demo.realtime.hardware import HardwareModelError
+    from sb3_demo.common.hardware import HardwareModelError
 
     env = gym.make("sb3_demo/Leg2RSim-v0")
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]

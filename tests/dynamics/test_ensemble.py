@@ -13,7 +13,8 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
 
 from sb3_demo import EnsembleDynamics
-from sb3_demo.dynamics.ensemble import INIT_MAX_LOGVAR, INIT_MIN_LOGVAR, transitions_from_buffer
+from sb3_demo.common.schedule import fit_model_from_buffer, transitions_from_buffer
+from sb3_demo.dynamics.ensemble import INIT_MAX_LOGVAR, INIT_MIN_LOGVAR
 from sb3_demo.dynamics.rewards import pendulum_reward
 
 
@@ -394,7 +395,7 @@ def test_fit_from_buffer() -> None:
         buffer = make_buffer(200, n_envs=2, optimize=optimize)
         fill_buffer(buffer, 120)
         model = EnsembleDynamics(3, 2, num_members=2, num_elites=1, hidden_sizes=(16,), seed=0)
-        stats = model.fit_from_buffer(buffer, max_epochs=2)
+        stats = fit_model_from_buffer(model, buffer, dict(max_epochs=2))
         expected = len(transitions_from_buffer(buffer)[0])
         assert stats["num_train"] + stats["num_holdout"] == expected
         assert stats["epochs"] == 2
@@ -403,7 +404,7 @@ def test_fit_from_buffer() -> None:
 def test_fit_from_buffer_errors() -> None:
     model = EnsembleDynamics(3, 2, num_members=2, num_elites=1, hidden_sizes=(16,))
     with pytest.raises(ValueError, match="no transitions yet"):
-        model.fit_from_buffer(make_buffer(10, n_envs=1, optimize=False))
+        fit_model_from_buffer(model, make_buffer(10, n_envs=1, optimize=False))
     dict_buffer = DictReplayBuffer(
         10,
         spaces.Dict({"x": spaces.Box(-1, 1, (3,))}),
@@ -411,6 +412,6 @@ def test_fit_from_buffer_errors() -> None:
         handle_timeout_termination=False,
     )
     with pytest.raises(TypeError, match="DictReplayBuffer"):
-        model.fit_from_buffer(dict_buffer)
+        fit_model_from_buffer(model, dict_buffer)
     with pytest.raises(TypeError, match="ReplayBuffer"):
-        model.fit_from_buffer(object())
+        fit_model_from_buffer(model, object())

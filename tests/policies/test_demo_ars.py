@@ -131,7 +131,7 @@ def test_save_load_and_layer_on_top(tmp_path) -> None:
     loaded = DeMoARS.load(path, env=env)
     obs = np.random.default_rng(0).uniform(-1, 1, (5, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
-    layer = DeMoPolicy.from_model(loaded, dynamics="analytic", **FAST_PLANNER, seed=0)
+    layer = DeMoPolicy.from_agent(loaded, dynamics="analytic", **FAST_PLANNER, seed=0)
     actions, _ = layer.predict(obs, deterministic=True)
     assert np.all(np.abs(actions) <= 2.0)
 

@@ -75,7 +75,7 @@ def _base_model(name: str):
 @pytest.mark.parametrize("name", ["ars_linear", "ppo", "td3", "sac"])
 def test_prior_matches_sb3_predict_and_actions_respect_asymmetric_bounds(name: str) -> None:
     model = _base_model(name)
-    layer = DeMoPolicy.from_model(
+    layer = DeMoPolicy.from_agent(
         model, dynamics=point_dynamics, horizon=2, num_samples=64, num_iterations=5, temperature=0.01, seed=0
     )
     obs = np.random.default_rng(0).uniform(-3, 3, size=(16, 2)).astype(np.float32)
@@ -93,7 +93,7 @@ def test_prior_matches_sb3_predict_and_actions_respect_asymmetric_bounds(name: s
 
 def test_fallback_to_the_prior_when_planning_fails() -> None:
     model = _base_model("ars_linear")
-    layer = DeMoPolicy.from_model(model, dynamics=nan_dynamics, horizon=2, num_samples=16, seed=0)
+    layer = DeMoPolicy.from_agent(model, dynamics=nan_dynamics, horizon=2, num_samples=16, seed=0)
     obs = np.array([[0.1, 0.2], [-1.0, 0.5], [2.0, -2.0]], dtype=np.float32)
     actions, _ = layer.predict(obs, deterministic=True)
     np.testing.assert_allclose(actions, model.predict(obs, deterministic=True)[0], atol=1e-5)
@@ -107,7 +107,7 @@ def test_evaluate_policy_layer_improves_a_weak_ars_policy_on_pendulum() -> None:
     th.manual_seed(0)
     env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
     model = ARS("LinearPolicy", env, seed=0, zero_policy=False)  # untrained: never swings up
-    layer = DeMoPolicy.from_model(model, dynamics="analytic", horizon=12, num_samples=64, num_iterations=2, seed=0)
+    layer = DeMoPolicy.from_agent(model, dynamics="analytic", horizon=12, num_samples=64, num_iterations=2, seed=0)
     base_mean, _ = evaluate_policy(model, env, n_eval_episodes=2, deterministic=True)
     env.seed(0)
     layer_mean, _ = evaluate_policy(layer, env, n_eval_episodes=2, deterministic=True)
@@ -118,7 +118,7 @@ def test_evaluate_policy_layer_improves_a_weak_ars_policy_on_pendulum() -> None:
 
 def test_episode_start_resets_only_those_plans() -> None:
     model = _base_model("td3")
-    layer = DeMoPolicy.from_model(model, dynamics=point_dynamics, horizon=3, num_samples=32, seed=0)
+    layer = DeMoPolicy.from_agent(model, dynamics=point_dynamics, horizon=3, num_samples=32, seed=0)
     obs = np.zeros((2, 2), dtype=np.float32)
     layer.predict(obs, episode_start=np.array([True, True]), deterministic=True)
     assert layer.planner.mean is not None and float(layer.planner.mean.abs().sum()) > 0
@@ -147,7 +147,7 @@ def test_save_load_round_trip_analytic_model_and_vecnormalize(tmp_path) -> None:
     venv = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=0), norm_obs=True, norm_reward=False)
     model = ARS("LinearPolicy", venv, seed=0, zero_policy=False, n_delta=2)
     model.learn(800)  # moves the weights and the observation statistics
-    layer = DeMoPolicy.from_model(model, dynamics="analytic", horizon=5, num_samples=32, seed=7)
+    layer = DeMoPolicy.from_agent(model, dynamics="analytic", horizon=5, num_samples=32, seed=7)
     assert layer.obs_normalizer is not None
     path = str(tmp_path / "layer.pt")
     layer.save(path)
@@ -183,7 +183,7 @@ def test_save_load_round_trip_ensemble_state_dict(tmp_path) -> None:
 
 def test_unpicklable_model_clear_error_and_load_with_dynamics(tmp_path) -> None:
     model = _base_model("td3")
-    layer = DeMoPolicy.from_model(model, dynamics=lambda s, a: point_dynamics(s, a), horizon=2, seed=0)
+    layer = DeMoPolicy.from_agent(model, dynamics=lambda s, a: point_dynamics(s, a), horizon=2, seed=0)
     path = str(tmp_path / "layer.pt")
     with pytest.raises(ValueError, match="include_dynamics=False"):
         layer.save(path)
@@ -213,12 +213,12 @@ def test_clear_errors_on_bad_input() -> None:
             PointEnv.observation_space, PointEnv.action_space, th.nn.Linear(2, 2), point_dynamics, {"prior": None}
         )
     with pytest.raises(ValueError, match="has no critic"):
-        DeMoPolicy.from_model(pendulum_model, dynamics="analytic", terminal_value="critic")
+        DeMoPolicy.from_agent(pendulum_model, dynamics="analytic", value_source="critic")
     with pytest.raises(ValueError, match="terminal_value must be one of"):
-        DeMoPolicy.from_model(pendulum_model, dynamics="analytic", terminal_value="q")  # type: ignore[arg-type]
+        DeMoPolicy.from_agent(pendulum_model, dynamics="analytic", value_source="q")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="dynamics must be 'analytic'"):
-        DeMoPolicy.from_model(pendulum_model, dynamics="ensemble")
+        DeMoPolicy.from_agent(pendulum_model, dynamics="ensemble")
     with pytest.raises(ValueError, match="no analytic model"):
-        DeMoPolicy.from_model(pendulum_model, dynamics="analytic", env_id="InvertedPendulum-v5")
+        DeMoPolicy.from_agent(pendulum_model, dynamics="analytic", env_id="InvertedPendulum-v5")
     with pytest.raises(ValueError, match="observation_dim=3 but the env has 2"):
         DeMoPolicy(PointEnv.observation_space, PointEnv.action_space, th.nn.Linear(2, 2), PendulumDynamics())

@@ -222,7 +222,7 @@ def test_fallback_to_the_actor_on_the_leg():
     action every step, counted, and the leg receives exactly that action."""
     from stable_baselines3 import SAC
 
-    from sb3_demo.common.policy_fns import actor_prior
+    from sb3_demo.common.policy_fns import policy_prior
     from sb3_demo.envs import Leg2REnv, Leg2RNominalDynamics
 
     env = Leg2REnv(realtime=False, episode_seconds=0.1)
@@ -234,7 +234,7 @@ def test_fallback_to_the_actor_on_the_leg():
             time.sleep(0.012)  # longer than the whole 6 ms budget
             return nominal(s, a)
 
-        prior = actor_prior(sac.policy, deterministic=True)
+        prior = policy_prior(sac.policy, env.action_space, deterministic=True)
         planner = DMDMPCPlanner(slow_nominal, action_dim=2, horizon=2, num_samples=8, prior=prior, seed=0)
         controller = RealTimeController.for_env(planner, env, step_start_fn=lambda: env.last_observation_time)
         obs, _ = env.reset(seed=0)

@@ -356,7 +356,7 @@ def test_attach_and_detach() -> None:
     passthrough.reset(seed=0)
     _, _, _, _, info = passthrough.step(np.array([0.5], np.float32))
     assert info["demo_guided"] is False
-    np.testing.assert_allclose(info["demo_action"], [0.5])
+    np.testing.assert_allclose(info["executed_action"], [0.5])
 
 
 def test_terminal_value_waits_for_the_agents_critic_warm_up() -> None:

@@ -1,5 +1,7 @@
 """What marks an env as hardware, and the rule that follows: plan through a model, never the env.
 
+Gymnasium only: env modules (and their plant processes) import it without torch or SB3.
+
 A hardware env (a real robot, or a simulated one standing in for it) cannot be cloned, paused or reset
 instantly, so a planner must never roll out through the env itself nor through a simulator model that
 reads the env's physics state. Mark such envs by subclassing :class:`HardwareEnv` or by setting
