@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "DMDMPCPlanner": "sb3_demo.planner",
     "PlanResult": "sb3_demo.planner",
+    "PlannerConfig": "sb3_demo.planner",
     "DynamicsModel": "sb3_demo.dynamics",
     "CallableDynamics": "sb3_demo.dynamics",
     "PendulumDynamics": "sb3_demo.dynamics",
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     )
     from sb3_demo.dynamics.ensemble import EnsembleDynamics
     from sb3_demo.dynamics.mujoco_rollout import MuJoCoRolloutDynamics
-    from sb3_demo.planner import DMDMPCPlanner, PlanResult
+    from sb3_demo.planner import DMDMPCPlanner, PlannerConfig, PlanResult
     from sb3_demo.policies import DeMoPolicy
     from sb3_demo.realtime import (
         LatencyStats,
@@ -80,6 +81,7 @@ __all__ = [  # the same names as _EXPORTS (a test keeps them equal); static so l
     "MuJoCoRolloutDynamics",
     "PendulumDynamics",
     "PlanResult",
+    "PlannerConfig",
     "RealTimeController",
     "SafetyWrapper",
     "ThreadedTrainCallback",

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from stable_baselines3 import SAC
-from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.sac.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SACPolicy
 
 from sb3_demo.algorithms.planning import DeMoMixin
-from sb3_demo.buffers import AugmentedReplayBuffer
-from sb3_demo.common.policy_fns import CriticReduce
 
 
 class DeMoSAC(DeMoMixin, SAC):
@@ -52,48 +48,3 @@ class DeMoSAC(DeMoMixin, SAC):
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: SACPolicy
-
-    def __init__(
-        self,
-        policy: str | type[SACPolicy],
-        env: GymEnv | str,
-        planner_kwargs: dict[str, Any] | None = None,
-        model: Any = "ensemble",
-        model_kwargs: dict[str, Any] | None = None,
-        model_train_freq: int = 250,
-        model_learning_starts: int | None = None,
-        model_fit_kwargs: dict[str, Any] | None = None,
-        planner_starts: int | str = "auto",
-        critic_reduce: CriticReduce = "min",
-        use_terminal_value: bool = True,
-        terminal_value_starts: int = 0,
-        imagined_rollouts: int = 1,
-        predict_with_planner: bool = True,
-        realtime: bool | dict[str, Any] | None = None,
-        replay_buffer_class: type[ReplayBuffer] | None = AugmentedReplayBuffer,
-        _init_setup_model: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        self._init_demo(
-            env,
-            planner_kwargs=planner_kwargs,
-            model=model,
-            model_kwargs=model_kwargs,
-            model_train_freq=model_train_freq,
-            model_learning_starts=model_learning_starts,
-            model_fit_kwargs=model_fit_kwargs,
-            planner_starts=planner_starts,
-            critic_reduce=critic_reduce,
-            use_terminal_value=use_terminal_value,
-            terminal_value_starts=terminal_value_starts,
-            imagined_rollouts=imagined_rollouts,
-            predict_with_planner=predict_with_planner,
-            realtime=realtime,
-        )
-        super().__init__(policy, env, replay_buffer_class=replay_buffer_class, _init_setup_model=False, **kwargs)
-        if _init_setup_model:
-            self._setup_model()
-
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        self._setup_demo()

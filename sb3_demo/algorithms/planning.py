@@ -20,23 +20,28 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from sb3_demo.buffers import AugmentedReplayBuffer
+from sb3_demo.common.hardware import check_model_allowed, is_hardware_env
 from sb3_demo.common.imagination import add_imagined
 from sb3_demo.common.model_factory import (
     LEARNED_MODELS,
     MODEL_CHOICES,
+    agent_dynamics,
     check_model_choice,
     check_spaces,
     env_id_of,
     make_dynamics,
     single_envs,
 )
-from sb3_demo.common.policy_fns import CriticReduce, check_critic_reduce, vec_normalize_obs_transform
+from sb3_demo.common.policy_fns import CriticReduce, vec_normalize_obs_transform
 from sb3_demo.common.policy_planner import (
     DEFAULT_PLANNER_KWARGS,
-    check_terminal_value_starts,
-    critic_warmed_up,
+    CriticValue,
     make_policy_planner,
     plan_step,
     planner_settings,
@@ -89,28 +94,28 @@ class DeMoMixin:
 
     _plan_deterministic_in_rollout = False
 
-    def _init_demo(
+    def __init__(
         self,
-        env: Any,
-        *,
-        planner_kwargs: dict[str, Any] | None,
-        model: Any,
-        model_kwargs: dict[str, Any] | None,
-        model_train_freq: int,
-        model_learning_starts: int | None,
-        model_fit_kwargs: dict[str, Any] | None,
-        planner_starts: int | str,
-        critic_reduce: CriticReduce,
-        use_terminal_value: bool,
-        terminal_value_starts: int,
-        imagined_rollouts: int,
-        predict_with_planner: bool,
-        realtime: bool | dict[str, Any] | None,
+        policy: str | type[BasePolicy],
+        env: GymEnv | str,
+        planner_kwargs: dict[str, Any] | None = None,
+        model: Any = "ensemble",
+        model_kwargs: dict[str, Any] | None = None,
+        model_train_freq: int = 250,
+        model_learning_starts: int | None = None,
+        model_fit_kwargs: dict[str, Any] | None = None,
+        planner_starts: int | str = "auto",
+        critic_reduce: CriticReduce = "min",
+        use_terminal_value: bool = True,
+        terminal_value_starts: int = 0,
+        imagined_rollouts: int = 1,
+        predict_with_planner: bool = True,
+        realtime: bool | dict[str, Any] | None = None,
+        replay_buffer_class: type[ReplayBuffer] | None = AugmentedReplayBuffer,
+        _init_setup_model: bool = True,
+        **kwargs: Any,
     ) -> None:
-        """Validate and keep the DeMo settings (called by DeMoSAC/DeMoTD3 before SB3's constructor)."""
         who = type(self).__name__
-        check_critic_reduce(critic_reduce, who)
-        check_terminal_value_starts(terminal_value_starts, who)
         check_model_choice(model, MODEL_CHOICES, who)
         if not isinstance(imagined_rollouts, int) or imagined_rollouts < 0:
             raise ValueError(f"imagined_rollouts must be an integer >= 0, got {imagined_rollouts!r}")
@@ -125,11 +130,11 @@ class DeMoMixin:
         self.model_train_freq = model_train_freq
         self.model_learning_starts = model_learning_starts
         self.planner_starts = planner_starts
-        self.schedule  # noqa: B018 (validates the schedule settings now)
         self.model_fit_kwargs = fit_settings(model_fit_kwargs)
         self.critic_reduce: CriticReduce = critic_reduce
         self.use_terminal_value = use_terminal_value
         self.terminal_value_starts = terminal_value_starts
+        self.schedule, self.critic_value  # noqa: B018 (validate the settings now)
         self.imagined_rollouts = imagined_rollouts
         self.predict_with_planner = predict_with_planner
         self.realtime = realtime
@@ -142,6 +147,20 @@ class DeMoMixin:
         self.planner: Any = None  # a DMDMPCPlanner, or a RealTimeController around one
         self._eval_planner: DMDMPCPlanner | None = None
         self.dynamics: Any = None
+        super().__init__(  # type: ignore[call-arg]
+            policy, env, replay_buffer_class=replay_buffer_class, _init_setup_model=False, **kwargs
+        )
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()  # type: ignore[misc]
+        self._setup_demo()
+
+    @property
+    def critic_value(self) -> CriticValue:
+        """How the critic enters the planner's returns (from this algorithm's settings)."""
+        return CriticValue(self.use_terminal_value, self.critic_reduce, self.terminal_value_starts)
 
     @property
     def schedule(self) -> DeMoSchedule:
@@ -156,23 +175,9 @@ class DeMoMixin:
         if self.model == "mujoco" and self.env is None:
             self.dynamics = None  # built by set_env / learn, it needs the live simulator
         else:
-            self.dynamics = make_dynamics(
-                self.model,
-                self.observation_space,
-                self.action_space,
-                env=self.env,
-                env_id=self.env_id,
-                model_kwargs=self.model_kwargs,
-                device=self.device,
-                seed=self.seed,
-            )
-            if isinstance(self.dynamics, th.nn.Module):
-                self.dynamics.to(self.device)
-            if self.env is not None:  # a real robot: plan through a model only, never the env itself
-                from sb3_demo.common.hardware import check_model_allowed, is_hardware_env
-
-                if is_hardware_env(self.env):
-                    check_model_allowed(self.env, self.dynamics)
+            self.dynamics = agent_dynamics(self, self.model, self.model_kwargs, env_id=self.env_id)
+            if self.env is not None and is_hardware_env(self.env):  # plan through a model, never the robot itself
+                check_model_allowed(self.env, self.dynamics)
         self.planner = self._make_rollout_planner() if self.dynamics is not None else None
         self._eval_planner = None
 
@@ -181,7 +186,7 @@ class DeMoMixin:
         planner = self._make_planner()
         if self.realtime is False or self.env is None:
             return planner
-        from sb3_demo.realtime import RealTimeController, is_hardware_env
+        from sb3_demo.realtime import RealTimeController
 
         if self.realtime is None and not is_hardware_env(self.env):
             return planner
@@ -210,9 +215,8 @@ class DeMoMixin:
             self.policy,
             self.action_space,
             settings,
-            use_critic=self.use_terminal_value,
-            critic_reduce=self.critic_reduce,
-            value_gate=critic_warmed_up(self, self.terminal_value_starts),
+            critic=self.critic_value,
+            agent=self,
             obs_transform=vec_normalize_obs_transform(self._vec_normalize_env, self.device),
             deterministic_prior=deterministic_prior,
             seed=self.seed,

@@ -45,7 +45,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_demo.ars.distill import linear_layer_of, ridge_fit_linear
-from sb3_demo.common.model_factory import check_spaces, make_dynamics
+from sb3_demo.common.model_factory import agent_dynamics, check_spaces
 from sb3_demo.common.policy_fns import normalize_obs, prior_rollout_value
 from sb3_demo.common.policy_planner import DEFAULT_LAYER_PLANNER_KWARGS, make_policy_planner, planner_settings
 from sb3_demo.common.schedule import DeMoSchedule, fit_settings, log_fit
@@ -202,15 +202,7 @@ class DeMoARS(ARS):
         if self.env is not None and self.env.num_envs != 1:
             raise ValueError(f"DeMoARS runs its rollouts in one env (n_envs=1), got n_envs={self.env.num_envs}")
         if self.dynamics is None:
-            self.dynamics = make_dynamics(
-                self.model_choice,
-                self.observation_space,
-                self.action_space,
-                env=self.env,
-                model_kwargs=self.model_kwargs,
-                device=self.device,
-                seed=self.seed,
-            )
+            self.dynamics = agent_dynamics(self, self.model_choice, self.model_kwargs)
         self._model_is_learned = callable(getattr(self.dynamics, "fit", None))
         self._model_ready = not self._model_is_learned
         self._steps_at_last_fit = 0
@@ -249,7 +241,7 @@ class DeMoARS(ARS):
                 self.policy,
                 self.action_space,
                 settings,
-                use_critic=False,
+                critic=None,
                 value_rollout_steps=self.value_rollout_steps,
                 obs_transform=self._obs_transform,
                 deterministic_prior=True,

@@ -138,6 +138,24 @@ def make_dynamics(
     return dynamics
 
 
+def agent_dynamics(agent: Any, model: Any, model_kwargs: dict[str, Any] | None, env_id: str | None = None) -> Any:
+    """:func:`make_dynamics` for an SB3 algorithm: its spaces, env, device and seed; a torch model is moved
+    to the algorithm's device."""
+    dynamics = make_dynamics(
+        model,
+        agent.observation_space,
+        agent.action_space,
+        env=agent.env,
+        env_id=env_id,
+        model_kwargs=model_kwargs,
+        device=agent.device,
+        seed=agent.seed,
+    )
+    if isinstance(dynamics, th.nn.Module):
+        dynamics.to(agent.device)
+    return dynamics
+
+
 def check_model_dims(dynamics: DynamicsModel, obs_dim: int, act_dim: int, device: th.device | str = "cpu") -> None:
     """Call a user model once on zeros and check that it returns the env's shapes.
 

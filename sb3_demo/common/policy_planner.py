@@ -25,6 +25,7 @@ from torch import nn
 from sb3_demo.common.policy_fns import (
     CriticReduce,
     ObsTransform,
+    check_critic_reduce,
     policy_prior,
     policy_value,
     prior_rollout_value,
@@ -55,18 +56,12 @@ DEFAULT_PLANNER_KWARGS: dict[str, Any] = {**REFERENCE_PLANNER_KWARGS, "num_itera
 
 # the settings a user leaves out for the DeMo Layer over a fixed policy (DeMoPolicy, DeMoARS): without a
 # learning critic to lean on, the plan looks further ahead than the reference's 3 steps
-DEFAULT_LAYER_PLANNER_KWARGS: dict[str, Any] = dict(
-    horizon=10,
-    num_samples=100,
-    num_iterations=3,
-    num_particles=1,
-    utility="exp",
-    temperature=1.0,
-    gamma_mean=1.0,
-    gamma_std=0.9,
-    init_std=0.5,
-    prior_fraction=0.05,
-)
+DEFAULT_LAYER_PLANNER_KWARGS: dict[str, Any] = {
+    **REFERENCE_PLANNER_KWARGS,
+    "horizon": 10,
+    "num_iterations": 3,
+    "num_particles": 1,
+}
 
 # what the front ends wire themselves: a ``planner_kwargs`` entry for one of them is an error
 RESERVED_PLANNER_KEYS = ("dynamics", "action_dim", "prior", "terminal_value", "action_low", "action_high", "seed")
@@ -103,26 +98,39 @@ def planner_settings(
     try:
         PlannerConfig.from_kwargs(settings)
     except ValueError as exc:
-        raise ValueError(f"{who}: {exc}") from None
+        raise ValueError(f"{who}: planner_kwargs: {exc}") from None
     return settings
 
 
-def critic_warmed_up(agent: Any, terminal_value_starts: int) -> Callable[[], bool] | None:
-    """A value gate: True once ``agent`` (an SB3 off-policy algorithm) has made ``terminal_value_starts``
-    gradient updates (``agent._n_updates``); None (no gate) when ``terminal_value_starts`` is 0."""
-    if terminal_value_starts == 0:
-        return None
+@dataclass(frozen=True)
+class CriticValue:
+    """How an actor-critic's critic enters the planner's returns as terminal value.
 
-    def warmed_up() -> bool:
-        return int(getattr(agent, "_n_updates", 0)) >= terminal_value_starts
+    :param use: add the critic's value of the last planned state (False: no terminal value)
+    :param reduce: twin Q heads as terminal value: ``"min"``, ``"q1"`` or ``"mean"``
+    :param starts: the agent's gradient updates (``agent._n_updates``) before the critic's value is added
+        (a critic warm-up: an untrained critic can mislead a short-horizon planner); 0: from the start
+    """
 
-    return warmed_up
+    use: bool = True
+    reduce: CriticReduce = "min"
+    starts: int = 0
 
+    def __post_init__(self) -> None:
+        check_critic_reduce(self.reduce)
+        if not isinstance(self.starts, int) or isinstance(self.starts, bool) or self.starts < 0:
+            raise ValueError(f"terminal_value_starts must be an integer >= 0, got {self.starts!r}")
 
-def check_terminal_value_starts(value: Any, who: str) -> None:
-    """:raises ValueError: ``terminal_value_starts`` is not an integer >= 0"""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{who}: terminal_value_starts must be an integer >= 0, got {value!r}")
+    def gate(self, agent: Any) -> Callable[[], bool] | None:
+        """True once ``agent`` has made ``starts`` gradient updates; None (no gate) when ``starts`` is 0."""
+        if self.starts == 0 or agent is None:
+            return None
+        starts = self.starts
+
+        def warmed_up() -> bool:
+            return int(getattr(agent, "_n_updates", 0)) >= starts
+
+        return warmed_up
 
 
 def make_policy_planner(
@@ -130,9 +138,8 @@ def make_policy_planner(
     policy: nn.Module,
     action_space: spaces.Box,
     config: PlannerConfig | Mapping[str, Any],
-    use_critic: bool = True,
-    critic_reduce: CriticReduce = "min",
-    value_gate: Callable[[], bool] | None = None,
+    critic: CriticValue | None = CriticValue(),
+    agent: Any = None,
     value_rollout_steps: int = 0,
     obs_transform: ObsTransform | None = None,
     deterministic_prior: bool = False,
@@ -145,9 +152,10 @@ def make_policy_planner(
     :param policy: any SB3 policy (squashed or not) or a plain ``nn.Module`` acting in env units
     :param action_space: the env's Box action space (the planner's action bounds)
     :param config: the planner's settings (a ``PlannerConfig``, or a dict validated by :func:`planner_settings`)
-    :param use_critic: the terminal value is the policy's critic (see :func:`~sb3_demo.common.policy_fns.policy_value`)
-    :param critic_reduce: twin Q heads as terminal value: ``"min"``, ``"q1"`` or ``"mean"``
-    :param value_gate: while it returns False the critic's value is 0 (a critic warm-up); None: always on
+    :param critic: how the policy's critic enters as terminal value (see
+        :func:`~sb3_demo.common.policy_fns.policy_value`; default: the min of the twin heads from the
+        start); None: no critic
+    :param agent: the SB3 algorithm training the critic (for ``critic.starts``), or None
     :param value_rollout_steps: without a critic, > 0: the terminal value is that many steps of the prior
         through the model
     :param obs_transform: maps the planner's observations to the policy's (VecNormalize), or None
@@ -158,8 +166,8 @@ def make_policy_planner(
     """
     prior = policy_prior(policy, action_space, obs_transform, deterministic=deterministic_prior)
     value = None
-    if use_critic:
-        value = policy_value(policy, critic_reduce, obs_transform, gate=value_gate)
+    if critic is not None and critic.use:
+        value = policy_value(policy, critic.reduce, obs_transform, gate=critic.gate(agent))
     elif value_rollout_steps > 0:
         value = prior_rollout_value(dynamics, prior, action_space, value_rollout_steps)
     return DMDMPCPlanner(

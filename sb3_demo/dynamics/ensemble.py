@@ -14,7 +14,7 @@ epochs (and at least ``patience_steps`` gradient steps), every member keeps its 
 ``num_elites`` members with the lowest hold-out MSE become the elites. Fits continue from the current
 weights; with ``reinit_growth`` a fit starts from fresh weights whenever the data has grown by that factor
 since the last fresh start (a warm-started ensemble whose first fit saw only a few dozen transitions can stay
-stuck far from the data: BENCHMARKS.md, session 7).
+stuck far from the data).
 
 Prediction (``model(states, actions)``) uses trajectory sampling (TS-inf): row ``i`` of a batch always
 goes through elite ``i % num_elites``, so a particle keeps its member along a planned trajectory, and
@@ -27,6 +27,7 @@ import itertools
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -423,18 +424,53 @@ class EnsembleDynamics(nn.Module):
             dimension divided by its standard deviation), ``num_elites``, ``epochs``, ``grad_steps``,
             ``num_train``, ``num_holdout``, ``reinitialized`` (1.0 when this fit started from fresh weights)
         """
-        for name, value in (("batch_size", batch_size), ("patience", patience)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(patience_steps, int) or patience_steps < 0:
-            raise ValueError(f"patience_steps must be an integer >= 0, got {patience_steps!r}")
-        if reinit_growth is not None and not (
-            isinstance(reinit_growth, int | float) and math.isfinite(reinit_growth) and reinit_growth > 1.0
-        ):
-            raise ValueError(f"reinit_growth must be None or a number > 1, got {reinit_growth!r}")
-        for name, cap in (("max_epochs", max_epochs), ("max_grad_steps", max_grad_steps)):
-            if cap is not None and (not isinstance(cap, int) or cap < 1):
-                raise ValueError(f"{name} must be None or an integer >= 1, got {cap!r}")
+        _check_fit_settings(batch_size, patience, patience_steps, max_epochs, max_grad_steps, reinit_growth)
+        inputs, targets = self._training_data(observations, actions, next_observations, rewards, terminations)
+        reinitialize = self._fresh_start(inputs, targets, reinit_growth)
+        x_all = (inputs - self.input_mean) / self.input_std
+        y_all = (targets - self.target_mean) / self.target_std
+        generator = self._device_generator()
+        split = self._split(x_all.shape[0], generator)
+        x_val, y_val = x_all[split.validation], y_all[split.validation]
+        if self.optimizer is None:
+            self.optimizer = self._build_optimizer()
+        self.train()
+        progress = self._train(
+            x_all,
+            y_all,
+            x_val,
+            y_val,
+            split.bootstrap,
+            generator,
+            batch_size=batch_size,
+            patience=patience,
+            patience_steps=patience_steps,
+            max_epochs=max_epochs,
+            max_grad_steps=max_grad_steps,
+        )
+        nll_val, mse_val = self._select_elites(x_val, y_val)
+        return {
+            "train_loss": progress.train_loss,
+            "holdout_loss": float(nll_val[self.elite_indices].mean()),
+            "holdout_mse": float(mse_val[self.elite_indices].mean()),
+            "num_elites": float(self.num_elites),
+            "epochs": float(progress.epochs),
+            "grad_steps": float(progress.grad_steps),
+            "num_train": float(split.num_train),
+            "num_holdout": float(split.num_holdout),
+            "reinitialized": float(reinitialize),
+        }
+
+    def _training_data(
+        self,
+        observations: ArrayLike,
+        actions: ArrayLike,
+        next_observations: ArrayLike,
+        rewards: ArrayLike,
+        terminations: ArrayLike | None,
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """Checked tensors -> the networks' unnormalised inputs ``(obs, action)`` (N, S + A) and targets
+        ``(next_obs - obs[, reward])``, without the non-finite transitions (a warning counts them)."""
         dtype, device = self.max_logvar.dtype, self.device
         obs = _as_tensor("observations", observations, dtype, device)
         act = _as_tensor("actions", actions, dtype, device)
@@ -462,50 +498,69 @@ class EnsembleDynamics(nn.Module):
         finite = th.isfinite(inputs).all(dim=1) & th.isfinite(targets).all(dim=1)
         if not bool(finite.all()):
             dropped = int((~finite).sum())
-            warnings.warn(f"EnsembleDynamics.fit: dropping {dropped} non-finite transitions", stacklevel=2)
+            warnings.warn(f"EnsembleDynamics.fit: dropping {dropped} non-finite transitions", stacklevel=3)
             inputs, targets = inputs[finite], targets[finite]
-        n = inputs.shape[0]
-        if n < 2:
-            raise ValueError(f"EnsembleDynamics.fit needs at least 2 finite transitions, got {n}")
+        if inputs.shape[0] < 2:
+            raise ValueError(f"EnsembleDynamics.fit needs at least 2 finite transitions, got {inputs.shape[0]}")
+        return inputs, targets
 
+    def _fresh_start(self, inputs: th.Tensor, targets: th.Tensor, reinit_growth: float | None) -> bool:
+        """Re-initialise the weights when ``reinit_growth`` asks for it, and re-fit the normalisation
+        statistics: at every fit without fresh starts, at fresh starts only with them (re-fitting them under
+        warm weights would shift every input and output of the trained networks).
+
+        :return: whether this fit starts from fresh weights
+        """
+        n = inputs.shape[0]
         last_fresh = int(self.fresh_fit_size)
         reinitialize = reinit_growth is not None and (last_fresh == 0 or n >= reinit_growth * last_fresh)
         if reinitialize:
             self.reinitialize()
             self.fresh_fit_size.fill_(n)
-        # with fresh starts, the statistics stay those of the last fresh start: re-fitting them under warm
-        # weights shifts every input and output of the trained networks (BENCHMARKS.md, session 7)
         if reinit_growth is None or reinitialize:
             self.input_mean.copy_(inputs.mean(dim=0))
             self.input_std.copy_(_safe_std(inputs))
             self.target_mean.copy_(targets.mean(dim=0))
             self.target_std.copy_(_safe_std(targets))
-        x_all = (inputs - self.input_mean) / self.input_std
-        y_all = (targets - self.target_mean) / self.target_std
+        return reinitialize
 
-        generator = self._device_generator()
-        perm = th.randperm(n, generator=generator, device=device)
+    def _split(self, n: int, generator: th.Generator) -> _Split:
+        """A hold-out set and a bootstrap of the rest per member; validation falls back to the training
+        data when there is no hold-out set."""
+        perm = th.randperm(n, generator=generator, device=self.device)
         n_hold = int(n * self.holdout_fraction)
         hold_idx, train_idx = perm[:n_hold], perm[n_hold:]
         n_train = train_idx.shape[0]
-        # validation falls back to the training data when there is no hold-out set
-        val_idx = hold_idx if n_hold > 0 else train_idx
-        x_val, y_val = x_all[val_idx], y_all[val_idx]
-        e = self.num_members
-        boot = train_idx[th.randint(n_train, (e, n_train), generator=generator, device=device)]
+        boot = train_idx[th.randint(n_train, (self.num_members, n_train), generator=generator, device=self.device)]
+        return _Split(
+            validation=hold_idx if n_hold > 0 else train_idx, bootstrap=boot, num_train=n_train, num_holdout=n_hold
+        )
 
-        if self.optimizer is None:
-            self.optimizer = self._build_optimizer()
-        self.train()
+    def _train(
+        self,
+        x_all: th.Tensor,
+        y_all: th.Tensor,
+        x_val: th.Tensor,
+        y_val: th.Tensor,
+        boot: th.Tensor,
+        generator: th.Generator,
+        batch_size: int,
+        patience: int,
+        patience_steps: int,
+        max_epochs: int | None,
+        max_grad_steps: int | None,
+    ) -> _Progress:
+        """Epochs of minibatch NLL steps on each member's bootstrap until early stopping or a cap; each
+        member ends with its weights of best hold-out MSE."""
+        assert self.optimizer is not None
+        e, n_train = boot.shape
         best_mse = self._evaluate(x_val, y_val)[1]
         best_state = {k: v.detach().clone() for k, v in self._member_params().items()}
+        progress = _Progress()
         epochs_since_improvement = 0
         last_improvement_step = 0
-        epoch = 0
-        grad_steps = 0
-        train_loss = math.nan
         while True:
-            order = th.argsort(th.rand(e, n_train, generator=generator, device=device), dim=1)
+            order = th.argsort(th.rand(e, n_train, generator=generator, device=self.device), dim=1)
             shuffled = th.gather(boot, 1, order)
             epoch_losses = []
             for start in range(0, n_train, batch_size):
@@ -518,11 +573,11 @@ class EnsembleDynamics(nn.Module):
                 loss.backward()
                 self.optimizer.step()
                 epoch_losses.append(nll.detach().mean())
-                grad_steps += 1
-                if max_grad_steps is not None and grad_steps >= max_grad_steps:
+                progress.grad_steps += 1
+                if max_grad_steps is not None and progress.grad_steps >= max_grad_steps:
                     break
-            epoch += 1
-            train_loss = float(th.stack(epoch_losses).mean())
+            progress.epochs += 1
+            progress.train_loss = float(th.stack(epoch_losses).mean())
             mse = self._evaluate(x_val, y_val)[1]
             improved = (best_mse - mse) / best_mse.clamp(min=1e-12) > self.improvement_threshold
             if bool(improved.any()):
@@ -531,38 +586,33 @@ class EnsembleDynamics(nn.Module):
                         best_state[name][improved] = param.detach()[improved]
                 best_mse = th.where(improved, mse, best_mse)
                 epochs_since_improvement = 0
-                last_improvement_step = grad_steps
+                last_improvement_step = progress.grad_steps
             else:
                 epochs_since_improvement += 1
-            if epochs_since_improvement >= patience and grad_steps - last_improvement_step >= patience_steps:
+            if epochs_since_improvement >= patience and progress.grad_steps - last_improvement_step >= patience_steps:
                 break
-            if max_epochs is not None and epoch >= max_epochs:
+            if max_epochs is not None and progress.epochs >= max_epochs:
                 break
-            if max_grad_steps is not None and grad_steps >= max_grad_steps:
+            if max_grad_steps is not None and progress.grad_steps >= max_grad_steps:
                 break
-
         with th.no_grad():
             for name, param in self._member_params().items():
                 param.copy_(best_state[name])
+        return progress
+
+    def _select_elites(self, x_val: th.Tensor, y_val: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """Reorder the members by hold-out MSE, so that the elites are the first ``num_elites`` (prediction
+        then slices the weight tensors instead of copying them); mark the model fitted.
+
+        :return: the members' hold-out NLL and MSE after the reordering
+        """
         self.eval()
-        # reorder the members by hold-out MSE, so that the elites are the first num_elites (prediction then
-        # slices the weight tensors instead of copying them)
         order = th.argsort(self._evaluate(x_val, y_val)[1])
         self._permute_members(order)
         nll_val, mse_val = self._evaluate(x_val, y_val)
-        self.elite_indices.copy_(th.arange(self.num_elites, device=device))
+        self.elite_indices.copy_(th.arange(self.num_elites, device=self.device))
         self.fitted.fill_(True)
-        return {
-            "train_loss": train_loss,
-            "holdout_loss": float(nll_val[self.elite_indices].mean()),
-            "holdout_mse": float(mse_val[self.elite_indices].mean()),
-            "num_elites": float(self.num_elites),
-            "epochs": float(epoch),
-            "grad_steps": float(grad_steps),
-            "num_train": float(n_train),
-            "num_holdout": float(n_hold),
-            "reinitialized": float(reinitialize),
-        }
+        return nll_val, mse_val
 
     @th.no_grad()
     def reinitialize(self) -> None:
@@ -635,6 +685,48 @@ class EnsembleDynamics(nn.Module):
             f"observation_dim={self.observation_dim}, action_dim={self.action_dim}, "
             f"num_members={self.num_members}, num_elites={self.num_elites}, learn_reward={self.learn_reward}"
         )
+
+
+@dataclass
+class _Split:
+    """Row indices of one fit: validation rows, (E, N_train) bootstrap rows per member, and the counts."""
+
+    validation: th.Tensor
+    bootstrap: th.Tensor
+    num_train: int
+    num_holdout: int
+
+
+@dataclass
+class _Progress:
+    """How far a fit's training got: epochs, gradient steps and the last epoch's mean training NLL."""
+
+    epochs: int = 0
+    grad_steps: int = 0
+    train_loss: float = math.nan
+
+
+def _check_fit_settings(
+    batch_size: Any,
+    patience: Any,
+    patience_steps: Any,
+    max_epochs: Any,
+    max_grad_steps: Any,
+    reinit_growth: Any,
+) -> None:
+    """:raises ValueError: a fit setting out of its range (the message names it)"""
+    for name, value in (("batch_size", batch_size), ("patience", patience)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not isinstance(patience_steps, int) or patience_steps < 0:
+        raise ValueError(f"patience_steps must be an integer >= 0, got {patience_steps!r}")
+    if reinit_growth is not None and not (
+        isinstance(reinit_growth, int | float) and math.isfinite(reinit_growth) and reinit_growth > 1.0
+    ):
+        raise ValueError(f"reinit_growth must be None or a number > 1, got {reinit_growth!r}")
+    for name, cap in (("max_epochs", max_epochs), ("max_grad_steps", max_grad_steps)):
+        if cap is not None and (not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"{name} must be None or an integer >= 1, got {cap!r}")
 
 
 def _safe_std(x: th.Tensor) -> th.Tensor:

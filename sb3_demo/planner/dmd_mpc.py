@@ -340,6 +340,8 @@ class DMDMPCPlanner:
     :param action_high: scalar or (A,) upper bounds in environment units (default 1)
     :param seed: seed of the planner's own random generator (None: drawn from torch's global generator)
     :param device: torch device of the planner's state
+    :param generator: the random generator of the planner's sampling, on ``device`` (default: a new one,
+        seeded with ``seed``)
     :param settings: single settings by keyword (``horizon=5``), applied over ``config``
     """
 
@@ -355,6 +357,7 @@ class DMDMPCPlanner:
         action_high: Sequence[float] | th.Tensor | float | None = None,
         seed: int | None = None,
         device: th.device | str = "cpu",
+        generator: th.Generator | None = None,
         **settings: Any,
     ) -> None:
         config = PlannerConfig.from_kwargs(settings, base=config)
@@ -419,8 +422,13 @@ class DMDMPCPlanner:
         # gathers the shifted plan: steps 1, ..., H-1, H-1
         self._shift_index = th.tensor([*range(1, self.horizon), self.horizon - 1], device=self.device)
 
-        self.generator = th.Generator(device=self.device)
-        self.seed(seed)
+        if generator is None:
+            self.generator = th.Generator(device=self.device)
+            self.seed(seed)
+        else:  # the caller owns the random stream (seeded by it, or by ``seed`` here)
+            self.generator = generator
+            if seed is not None:
+                self.seed(seed)
 
         self.state: PlanState | None = None  # the warm start, allocated by the first plan() / ensure_batch()
         self._iteration_time: float | None = None  # moving average, seconds

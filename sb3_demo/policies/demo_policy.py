@@ -44,7 +44,12 @@ from sb3_demo.common.policy_fns import (
     has_critic,
     raw_policy_actions,
 )
-from sb3_demo.common.policy_planner import DEFAULT_LAYER_PLANNER_KWARGS, make_policy_planner, planner_settings
+from sb3_demo.common.policy_planner import (
+    DEFAULT_LAYER_PLANNER_KWARGS,
+    CriticValue,
+    make_policy_planner,
+    planner_settings,
+)
 from sb3_demo.dynamics.base import DynamicsModel, as_dynamics
 from sb3_demo.planner import DMDMPCPlanner, PlanResult
 
@@ -95,7 +100,7 @@ class DeMoPolicy(BasePolicy):
             raise TypeError(f"base_policy must be an SB3 policy or a torch nn.Module, got {type(base_policy).__name__}")
         if value_source not in VALUE_SOURCES:
             raise ValueError(f"value_source must be one of {list(VALUE_SOURCES)}, got {value_source!r}")
-        check_critic_reduce(critic_reduce, "DeMoPolicy")
+        check_critic_reduce(critic_reduce, "DeMoPolicy")  # also when the policy has no critic to reduce
         if obs_normalizer is not None and not isinstance(obs_normalizer, ObsNormalizer):
             raise TypeError(f"obs_normalizer must be an ObsNormalizer or None, got {type(obs_normalizer).__name__}")
         self.obs_dim = int(observation_space.shape[0])
@@ -123,8 +128,7 @@ class DeMoPolicy(BasePolicy):
             base_policy,
             action_space,
             self.planner_kwargs,
-            use_critic=use_critic,
-            critic_reduce=critic_reduce,
+            critic=CriticValue(reduce=critic_reduce) if use_critic else None,
             obs_transform=obs_normalizer,
             deterministic_prior=True,
             seed=seed,

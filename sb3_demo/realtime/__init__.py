@@ -1,10 +1,10 @@
 """The real-time execution contract for hardware envs: anytime planning under a deadline
 (:class:`RealTimeController`), a safety layer (:class:`SafetyWrapper`), latency statistics
 (:class:`LatencyStats`), training off the control loop (:class:`ThreadedTrainCallback`), and the rule
-that a planner never uses a hardware env as its model (:func:`check_model_allowed`).
+that a planner never uses a hardware env as its model (:func:`check_model_allowed`, defined with the
+:class:`HardwareEnv` marker in :mod:`sb3_demo.common.hardware`, below the envs that use it).
 
-Public names are imported lazily: an env module that only needs :class:`HardwareEnv` does not pay for
-torch or SB3.
+Public names are imported lazily.
 """
 
 from __future__ import annotations

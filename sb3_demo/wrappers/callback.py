@@ -93,7 +93,7 @@ class DeMoCallback(BaseCallback):
                 "DeMoVecEnvWrapper(venv) (or DeMoWrapper(env) for one gymnasium env) before creating the model "
                 "(RL Zoo: a 'vec_env_wrapper: sb3_demo.DeMoVecEnvWrapper' entry)."
             )
-        check_agent(agent, guides[0].use_terminal_value, who="DeMoCallback")
+        check_agent(agent, guides[0].critic_value.use, who="DeMoCallback")
         vec_normalize = agent.get_vec_normalize_env()
         learned = [g for g in guides if g.uses_learned_model]
         if self.dynamics is None:

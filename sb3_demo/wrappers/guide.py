@@ -22,13 +22,12 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_demo.common.model_factory import LEARNED_MODELS, check_model_choice, check_spaces, make_dynamics
-from sb3_demo.common.policy_fns import CriticReduce, check_critic_reduce, vec_normalize_obs_transform
+from sb3_demo.common.policy_fns import CriticReduce, vec_normalize_obs_transform
 from sb3_demo.common.policy_planner import (
     DEFAULT_PLANNER_KWARGS,
+    CriticValue,
     PlanStep,
     as_state_tensor,
-    check_terminal_value_starts,
-    critic_warmed_up,
     make_policy_planner,
     plan_step,
     planner_settings,
@@ -153,8 +152,6 @@ class DeMoGuide:
     ) -> None:
         check_spaces(observation_space, action_space, who=who)
         check_model_choice(model, WRAPPER_MODELS, who)
-        check_critic_reduce(critic_reduce, who)
-        check_terminal_value_starts(terminal_value_starts, who=who)
         if on_unattached not in UNATTACHED_CHOICES:
             raise ValueError(f"{who}: on_unattached must be one of {list(UNATTACHED_CHOICES)}, got {on_unattached!r}")
         self.observation_space = observation_space
@@ -164,9 +161,7 @@ class DeMoGuide:
         self.planner_kwargs = planner_settings(planner_kwargs, DEFAULT_PLANNER_KWARGS, who)
         self.guide_prob = guide_prob
         self._guide_prob_fn = guide_prob_schedule(guide_prob)
-        self.critic_reduce: CriticReduce = critic_reduce
-        self.use_terminal_value = use_terminal_value
-        self.terminal_value_starts = terminal_value_starts
+        self.critic_value = CriticValue(use_terminal_value, critic_reduce, terminal_value_starts)
         self.deterministic = deterministic
         self.on_unattached = on_unattached
         self.env_id = env_id
@@ -230,7 +225,7 @@ class DeMoGuide:
             ``active`` is set, as the callback does on its schedule)
         :raises ValueError: an agent without a critic, or whose spaces differ from the env's
         """
-        check_agent(agent, self.use_terminal_value, who=self.who)
+        check_agent(agent, self.critic_value.use, who=self.who)
         if agent.action_space.shape != self.action_space.shape or not (
             np.allclose(agent.action_space.low, self.action_space.low)
             and np.allclose(agent.action_space.high, self.action_space.high)
@@ -255,9 +250,8 @@ class DeMoGuide:
             agent.policy,
             self.action_space,
             self.planner_kwargs,
-            use_critic=self.use_terminal_value,
-            critic_reduce=self.critic_reduce,
-            value_gate=critic_warmed_up(agent, self.terminal_value_starts),
+            critic=self.critic_value,
+            agent=agent,
             obs_transform=vec_normalize_obs_transform(vec_normalize, agent.device),
             seed=seed,
             device=agent.device,
