@@ -214,7 +214,7 @@ def test_clear_errors_on_bad_input() -> None:
         )
     with pytest.raises(ValueError, match="has no critic"):
         DeMoPolicy.from_agent(pendulum_model, dynamics="analytic", value_source="critic")
-    with pytest.raises(ValueError, match="terminal_value must be one of"):
+    with pytest.raises(ValueError, match="value_source must be one of"):
         DeMoPolicy.from_agent(pendulum_model, dynamics="analytic", value_source="q")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="dynamics must be 'analytic'"):
         DeMoPolicy.from_agent(pendulum_model, dynamics="ensemble")
