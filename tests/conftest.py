@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import torch as th
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -19,3 +20,13 @@ def sb3_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         del os.environ["SB3_LOGDIR"]
     else:
         os.environ["SB3_LOGDIR"] = previous
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Small matrices gain nothing from threads, and the test machines are shared: use one, then restore.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(threads)

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from stable_baselines3 import SAC
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.sac.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, SACPolicy
+from stable_baselines3.sac.policies import SACPolicy
 
 from sb3_demo.algorithms.planning import DeMoMixin
 
@@ -42,9 +42,5 @@ class DeMoSAC(DeMoMixin, SAC):
     :param kwargs: every other argument of :class:`stable_baselines3.SAC`
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
-        "MlpPolicy": MlpPolicy,
-        "CnnPolicy": CnnPolicy,
-        "MultiInputPolicy": MultiInputPolicy,
-    }
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = SAC.policy_aliases
     policy: SACPolicy

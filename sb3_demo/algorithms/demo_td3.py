@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from stable_baselines3 import TD3
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.td3.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, TD3Policy
+from stable_baselines3.td3.policies import TD3Policy
 
 from sb3_demo.algorithms.planning import DeMoMixin
 
@@ -23,10 +23,6 @@ class DeMoTD3(DeMoMixin, TD3):
     :param kwargs: every other argument of :class:`stable_baselines3.TD3`
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
-        "MlpPolicy": MlpPolicy,
-        "CnnPolicy": CnnPolicy,
-        "MultiInputPolicy": MultiInputPolicy,
-    }
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = TD3.policy_aliases
     policy: TD3Policy
     _plan_deterministic_in_rollout = True

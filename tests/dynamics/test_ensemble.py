@@ -17,14 +17,7 @@ from sb3_demo.common.schedule import fit_model_from_buffer, transitions_from_buf
 from sb3_demo.dynamics.ensemble import INIT_MAX_LOGVAR, INIT_MIN_LOGVAR
 from sb3_demo.dynamics.rewards import pendulum_reward
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small matrices gain nothing from threads, and the test machines are shared: use one, then restore."""
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pendulum_transitions(n: int, seed: int) -> tuple[np.ndarray, ...]:

@@ -105,9 +105,5 @@ def slow_model() -> Callable[..., SlowModel]:
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small batches: one thread is faster, and the test machines are shared."""
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
+def _one_thread_for_planner_tests(one_torch_thread: None) -> None:
+    """Small batches: one thread is faster (the fixture of tests/conftest.py)."""
