@@ -1,1 +1,2 @@
-"""Glue between SB3 objects and the pure-torch planner."""
+"""The planning core the four front ends call, and the glue between SB3 objects and the pure-torch planner
+(see docs/architecture.md)."""
