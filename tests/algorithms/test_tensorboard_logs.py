@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import gymnasium as gym
-import pytest
+from tensorboard.backend.event_processing import event_accumulator  # the tests extra installs tensorboard
 
 from sb3_demo import DeMoSAC
-
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 # what the README lists as worth plotting
 PLANNER_KEYS = {"planner/latency_ms", "planner/expected_return", "planner/ess", "planner/iterations"}
