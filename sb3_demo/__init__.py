@@ -7,6 +7,7 @@ Public names are imported lazily, so ``import sb3_demo`` stays cheap and
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 from sb3_demo._lazy import lazy_exports
