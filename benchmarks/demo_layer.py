@@ -31,7 +31,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-import yaml
+from harness import zoo_hyperparams
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "demo_layer.json")
 
@@ -70,7 +70,7 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
         planner_kwargs=dict(horizon=10, num_samples=64, num_iterations=2),
         value_rollout_steps=40,
         labels_per_update=64,
-        # every 5th update one episode run by the layer, distilled before the candidates (session 5)
+        # every 5th update one episode run by the layer, distilled before the candidates
         guided_episodes=1,
         guided_every=5,
         distill_ridge=0.01,
@@ -82,16 +82,10 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
 
 def zoo_ars_hyperparams(env_id: str) -> tuple[dict[str, Any], bool]:
     """RL Zoo's ARS hyperparameters for ``env_id`` with a linear policy: (ARS kwargs, normalize obs)."""
-    import rl_zoo3
-
-    path = os.path.join(os.path.dirname(rl_zoo3.__file__), "hyperparams", "ars.yml")
-    with open(path) as f:
-        table = yaml.load(f, Loader=yaml.UnsafeLoader)  # RL Zoo's own loader (!!float tags, merge keys)
-    params = dict(table.get(env_id, table["default"]))
-    normalize = "norm_obs=True" in str(params.pop("normalize", ""))
-    for key in ("n_timesteps", "n_envs", "policy", "policy_kwargs"):
+    params, normalize = zoo_hyperparams("ars", env_id)
+    for key in ("policy", "policy_kwargs"):  # the linear policy replaces RL Zoo's MLP and its net_arch
         params.pop(key, None)
-    return params, normalize
+    return params, normalize is not None and normalize.get("norm_obs", True)
 
 
 def make_train_env(env_id: str, seed: int, normalize: bool):
@@ -160,7 +154,7 @@ def run_steps(env_id: str, algo: str, seed: int, budget: int, eval_every: int) -
         wall_s=round(time.perf_counter() - start, 1),
         cpu_s=round(time.process_time() - cpu_start, 1),
         curve=curve,
-        ars_hyperparams=ars_kwargs,
+        ars_hyperparams=json.loads(json.dumps(ars_kwargs, default=str)),  # schedules as their repr
         normalize_obs=normalize,
     )
     if algo == "demo_ars":
