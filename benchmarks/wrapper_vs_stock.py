@@ -23,13 +23,23 @@ import multiprocessing
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch as th
-from harness import RESULTS, EvalRecorder, eval_recorder, plot_curves, steps_to_threshold, zoo_hyperparams
+from harness import (
+    RESULTS,
+    EvalRecorder,
+    eval_recorder,
+    format_iqm,
+    iqm_ci,
+    plot_curves,
+    steps_to_threshold,
+    zoo_hyperparams,
+)
 from sample_efficiency import DEMO_SETTINGS
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
@@ -108,6 +118,8 @@ def zoo_sac_hyperparams(env_id: str) -> dict[str, Any]:
 
 
 def run(env_id: str, config: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    # the guided evaluation env is a gymnasium wrapper and the training env a VecEnv wrapper, on purpose
+    warnings.filterwarnings("ignore", "Training and eval env are not of the same type")
     params = zoo_sac_hyperparams(env_id)
     venv: Any = make_vec_env(env_id, n_envs=1, seed=seed)
     callbacks: list[BaseCallback] = []
@@ -175,21 +187,28 @@ def summary(results: dict[str, Any]) -> str:
         f"eval every {results['eval_freq']} steps ({results['eval_episodes']} episodes); guided eval every "
         f"{results['guided_eval_freq']} steps ({results['guided_episodes']} episodes)",
         "",
-        "| run | evaluated policy | steps to threshold per seed | mean (never = budget) | final return per seed "
-        "| train wall s (mean) |",
-        "|---|---|---|---|---|---|",
+        "| run | evaluated policy | steps to threshold per seed | mean (never = budget) | IQM [95% CI] "
+        "| final return per seed | IQM [95% CI] | train wall s (mean) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     means: dict[str, float] = {}
     for config, runs in results["runs"].items():
         for key in ("actor",) if config == "sac" else ("actor", "guided"):
             hits = [steps_to_threshold(r["rows"], key, threshold) for r in runs]
-            mean = float(np.mean([h if np.isfinite(h) else budget for h in hits]))
-            means[f"{config}/{key}"] = mean
+            counted = np.array([h if np.isfinite(h) else budget for h in hits])
+            finals = np.array([curve(r["rows"], key)[1][-1] for r in runs])
+            means[f"{config}/{key}"] = mean = float(np.mean(counted))
+            iqm_steps, iqm_final = ("-", "-")
+            if len(runs) >= 3:
+                iqm = iqm_ci({"steps": counted, "final": finals})
+                iqm_steps, iqm_final = format_iqm(iqm["steps"]), format_iqm(iqm["final"])
             hit_s = ", ".join("never" if not np.isfinite(h) else f"{h:.0f}" for h in hits)
-            finals = ", ".join(f"{curve(r['rows'], key)[1][-1]:.0f}" for r in runs)
+            final_s = ", ".join(f"{f:.0f}" for f in finals)
             wall = np.mean([r["train_wall_s"] for r in runs])
             what = "bare SAC actor" if key == "actor" else "actor + wrapper (deterministic plans)"
-            lines.append(f"| {config} | {what} | {hit_s} | {mean:.0f} | {finals} | {wall:.0f} |")
+            lines.append(
+                f"| {config} | {what} | {hit_s} | {mean:.0f} | {iqm_steps} | {final_s} | {iqm_final} | {wall:.0f} |"
+            )
     lines.append("")
     base = means.get("sac/actor")
     for config in results["runs"]:
