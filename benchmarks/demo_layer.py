@@ -31,7 +31,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-from harness import zoo_hyperparams
+from harness import format_iqm, iqm_ci, zoo_hyperparams
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "demo_layer.json")
 
@@ -249,10 +249,12 @@ def steps_table(records: list[dict[str, Any]]) -> str:
     ]
     runs = {(r["env_id"], r["algo"], r["seed"]): r for r in records if r["part"] == "steps"}
     for env_id in THRESHOLDS:
+        pairs = []
         for seed in sorted({s for (e, _, s) in runs if e == env_id}):
             ars, ours = runs.get((env_id, "ars", seed)), runs.get((env_id, "demo_ars", seed))
             if ars is None or ours is None:
                 continue
+            pairs.append((ars, ours))
 
             def fmt(r: dict[str, Any]) -> str:
                 steps = r["steps_to_threshold"]
@@ -278,6 +280,18 @@ def steps_table(records: list[dict[str, Any]]) -> str:
                 f"| {ours['best_return']:.1f} / {ours['final_return']:.1f} "
                 f"| {kept} / {checked}, {ours.get('labels', 0):,} labels "
                 f"| {ars['wall_s']:.0f} / {ours['wall_s']:.0f} |"
+            )
+        if len(pairs) >= 3:
+            # a run that stopped short of the threshold counts as its env steps: a lower bound
+            iqm = iqm_ci(
+                {
+                    algo: [r["steps_to_threshold"] or r["env_steps"] for r in runs_of_algo]
+                    for algo, runs_of_algo in zip(("ars", "demo_ars"), zip(*pairs))
+                }
+            )
+            lines.append(
+                f"| {env_id}: IQM [95% CI] over {len(pairs)} seeds | | {format_iqm(iqm['ars'])} "
+                f"| {format_iqm(iqm['demo_ars'])} | | | | | |"
             )
     return "\n".join(lines)
 

@@ -188,12 +188,14 @@ def iqm_ci(scores: dict[str, Any], reps: int = 2000, seed: int = 0) -> dict[str,
     """rliable's interquartile mean over runs with its 95% stratified bootstrap confidence interval.
 
     ``scores`` maps a name to an array whose first axis is the runs (seeds); further axes (tasks) are pooled as
-    rliable does. Returns ``{name: (IQM, CI low, CI high)}``; the resampling is seeded, so a table is reproducible.
+    rliable does (its stratified bootstrap resamples the runs of each task on their own). Returns
+    ``{name: (IQM, CI low, CI high)}``; the resampling is seeded, so a table is reproducible.
     """
     from rliable import library as rly
     from rliable import metrics
 
-    arrays = {name: np.asarray(a, dtype=np.float64).reshape(len(a), -1) for name, a in scores.items()}
+    # sorted over runs, so the interval does not depend on the order the seeds were run or merged in
+    arrays = {name: np.sort(np.asarray(a, dtype=np.float64).reshape(len(a), -1), axis=0) for name, a in scores.items()}
     with warnings.catch_warnings():  # rliable passes a RandomState, which its bootstrap library deprecates
         warnings.simplefilter("ignore", FutureWarning)
         points, intervals = rly.get_interval_estimates(
