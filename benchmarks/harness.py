@@ -19,6 +19,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,34 @@ def steps_to_threshold(rows: list[dict[str, float]], key: str, threshold: float)
     return float("nan")
 
 
+@dataclass
+class SeedSummary:
+    """One evaluated policy over seeds: steps to the threshold and final returns, with IQM [95% CI] (3+ seeds)."""
+
+    hits: list[float]  # per seed; nan: never
+    counted: np.ndarray  # per seed, never counted as the budget
+    finals: np.ndarray  # per seed, the last evaluation
+    iqm_steps: str = "-"
+    iqm_final: str = "-"
+
+    @property
+    def hits_text(self) -> str:
+        return ", ".join("never" if not np.isfinite(h) else f"{h:.0f}" for h in self.hits)
+
+
+def seed_summary(rows_per_seed: list[list[dict[str, float]]], key: str, threshold: float, budget: float) -> SeedSummary:
+    """Summarise the evaluations under ``key`` of several seeds. A run that never reaches the threshold counts as
+    ``budget``: a lower bound for a run whose own budget it is, conservative for one with a shorter budget."""
+    hits = [steps_to_threshold(rows, key, threshold) for rows in rows_per_seed]
+    counted = np.array([h if np.isfinite(h) else budget for h in hits])
+    finals = np.array([[row[key] for row in rows if key in row][-1] for rows in rows_per_seed])
+    summary = SeedSummary(hits, counted, finals)
+    if len(rows_per_seed) >= 3:
+        iqm = iqm_ci({"steps": counted, "final": finals})
+        summary.iqm_steps, summary.iqm_final = format_iqm(iqm["steps"]), format_iqm(iqm["final"])
+    return summary
+
+
 def iqm_ci(scores: dict[str, Any], reps: int = 2000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
     """rliable's interquartile mean over runs with its 95% stratified bootstrap confidence interval.
 
@@ -196,18 +225,27 @@ def iqm_ci(scores: dict[str, Any], reps: int = 2000, seed: int = 0) -> dict[str,
 
     # sorted over runs, so the interval does not depend on the order the seeds were run or merged in
     arrays = {name: np.sort(np.asarray(a, dtype=np.float64).reshape(len(a), -1), axis=0) for name, a in scores.items()}
-    with warnings.catch_warnings():  # rliable passes a RandomState, which its bootstrap library deprecates
-        warnings.simplefilter("ignore", FutureWarning)
-        points, intervals = rly.get_interval_estimates(
-            arrays,
-            lambda x: np.array([metrics.aggregate_iqm(x)]),
-            reps=reps,
-            confidence_interval_size=0.95,
-            random_state=np.random.RandomState(seed),
-        )
-    return {
-        name: (float(points[name][0]), float(intervals[name][0, 0]), float(intervals[name][1, 0])) for name in arrays
-    }
+    # rliable's stratified bootstrap draws its indices from numpy's global generator (the random_state it takes
+    # is not used for them): that generator is seeded for each name, so an interval depends only on its own
+    # scores, and its state is put back afterwards
+    saved = np.random.get_state()  # noqa: NPY002
+    result = {}
+    try:
+        for name, array in arrays.items():
+            np.random.seed(seed)  # noqa: NPY002
+            with warnings.catch_warnings():  # the bootstrap library deprecates the random_state rliable passes it
+                warnings.simplefilter("ignore", FutureWarning)
+                points, intervals = rly.get_interval_estimates(
+                    {name: array},
+                    lambda x: np.array([metrics.aggregate_iqm(x)]),
+                    reps=reps,
+                    confidence_interval_size=0.95,
+                )
+            low, high = intervals[name][:, 0]
+            result[name] = (float(points[name][0]), float(low), float(high))
+    finally:
+        np.random.set_state(saved)  # noqa: NPY002
+    return result
 
 
 def format_iqm(iqm: tuple[float, float, float]) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-from harness import RESULTS, eval_recorder, format_iqm, iqm_ci, plot_curves, steps_to_threshold, zoo_hyperparams
+from harness import RESULTS, eval_recorder, plot_curves, seed_summary, zoo_hyperparams
 from stable_baselines3 import SAC, TD3
 from stable_baselines3.common.monitor import Monitor
 
@@ -212,21 +212,13 @@ def summary_table(results: dict[str, Any]) -> str:
     medians: dict[str, float] = {}
     for name, runs in results["runs"].items():
         for key in ("planner", "actor") if name.startswith("demo") else ("actor",):
-            hits = [steps_to_threshold(r["rows"], key, threshold) for r in runs]
-            # a run that never reaches the threshold counts as the baselines' (largest) budget: conservative for
-            # the DeMo runs, whose own budget is shorter, and a lower bound for the baselines
-            counted = np.array([h if np.isfinite(h) else budget for h in hits])
-            finals = np.array([r["rows"][-1][key] for r in runs])
-            medians[f"{name}/{key}"] = med = float(np.median(counted))
-            iqm_steps, iqm_final = ("-", "-")
-            if len(runs) >= 3:
-                iqm = iqm_ci({"steps": counted, "final": finals})
-                iqm_steps, iqm_final = format_iqm(iqm["steps"]), format_iqm(iqm["final"])
+            # the budget is the baselines' (the largest): never counts as it for the DeMo runs too
+            seeds = seed_summary([r["rows"] for r in runs], key, threshold, budget)
+            medians[f"{name}/{key}"] = med = float(np.median(seeds.counted))
             ms = np.mean([r["wall_per_step_ms"] for r in runs])
-            hit_s = ", ".join("never" if not np.isfinite(h) else str(int(h)) for h in hits)
             lines.append(
-                f"| {name} | {key} | {hit_s} | {med:.0f} | {iqm_steps} | {np.mean(finals):.1f} | {iqm_final} "
-                f"| {ms:.1f} |"
+                f"| {name} | {key} | {seeds.hits_text} | {med:.0f} | {seeds.iqm_steps} | {np.mean(seeds.finals):.1f} "
+                f"| {seeds.iqm_final} | {ms:.1f} |"
             )
     for demo, base in (("demosac", "sac"), ("demotd3", "td3")):
         if demo in results["runs"] and base in results["runs"]:

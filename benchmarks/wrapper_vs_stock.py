@@ -30,16 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-from harness import (
-    RESULTS,
-    EvalRecorder,
-    eval_recorder,
-    format_iqm,
-    iqm_ci,
-    plot_curves,
-    steps_to_threshold,
-    zoo_hyperparams,
-)
+from harness import RESULTS, EvalRecorder, eval_recorder, plot_curves, seed_summary, zoo_hyperparams
 from sample_efficiency import DEMO_SETTINGS
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
@@ -194,20 +185,14 @@ def summary(results: dict[str, Any]) -> str:
     means: dict[str, float] = {}
     for config, runs in results["runs"].items():
         for key in ("actor",) if config == "sac" else ("actor", "guided"):
-            hits = [steps_to_threshold(r["rows"], key, threshold) for r in runs]
-            counted = np.array([h if np.isfinite(h) else budget for h in hits])
-            finals = np.array([curve(r["rows"], key)[1][-1] for r in runs])
-            means[f"{config}/{key}"] = mean = float(np.mean(counted))
-            iqm_steps, iqm_final = ("-", "-")
-            if len(runs) >= 3:
-                iqm = iqm_ci({"steps": counted, "final": finals})
-                iqm_steps, iqm_final = format_iqm(iqm["steps"]), format_iqm(iqm["final"])
-            hit_s = ", ".join("never" if not np.isfinite(h) else f"{h:.0f}" for h in hits)
-            final_s = ", ".join(f"{f:.0f}" for f in finals)
+            seeds = seed_summary([r["rows"] for r in runs], key, threshold, budget)
+            means[f"{config}/{key}"] = mean = float(np.mean(seeds.counted))
+            final_s = ", ".join(f"{f:.0f}" for f in seeds.finals)
             wall = np.mean([r["train_wall_s"] for r in runs])
             what = "bare SAC actor" if key == "actor" else "actor + wrapper (deterministic plans)"
             lines.append(
-                f"| {config} | {what} | {hit_s} | {mean:.0f} | {iqm_steps} | {final_s} | {iqm_final} | {wall:.0f} |"
+                f"| {config} | {what} | {seeds.hits_text} | {mean:.0f} | {seeds.iqm_steps} | {final_s} "
+                f"| {seeds.iqm_final} | {wall:.0f} |"
             )
     lines.append("")
     base = means.get("sac/actor")
