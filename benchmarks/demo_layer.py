@@ -61,21 +61,18 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
         min_label_advantage=1.0,
     ),
     "InvertedPendulum-v5": dict(
-        model="ensemble",
-        model_kwargs=dict(hidden_sizes=[64, 64], num_members=5, num_elites=3),
-        model_fit_kwargs=dict(max_epochs=20),
-        model_learning_starts=200,
-        random_steps=300,
-        model_train_freq=1000,
-        planner_kwargs=dict(horizon=10, num_samples=64, num_iterations=2),
-        value_rollout_steps=40,
+        # a small learned ensemble after 300 random steps: fits of at most 20 epochs from 200 transitions on, every 1000
+        **dict(model="ensemble", model_kwargs=dict(hidden_sizes=[64, 64], num_members=5, num_elites=3)),
+        **dict(
+            model_fit_kwargs=dict(max_epochs=20), model_learning_starts=200, random_steps=300, model_train_freq=1000
+        ),
+        # 10-step plans whose terminal value is 40 steps of the linear policy through the model
+        **dict(planner_kwargs=dict(horizon=10, num_samples=64, num_iterations=2), value_rollout_steps=40),
         labels_per_update=64,
         # every 5th update one episode run by the layer, distilled before the candidates
-        guided_episodes=1,
-        guided_every=5,
-        distill_ridge=0.01,
-        distill_check=True,
-        distill_patience=10,
+        **dict(guided_episodes=1, guided_every=5),
+        # a distilled policy replaces ARS's only if a check rollout shows it is not worse
+        **dict(distill_ridge=0.01, distill_check=True, distill_patience=10),
     ),
 }
 

@@ -248,6 +248,11 @@ def iqm_ci(scores: dict[str, Any], reps: int = 2000, seed: int = 0) -> dict[str,
     return result
 
 
+def table_header(*columns: str) -> list[str]:
+    """The first two lines of a markdown table."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def format_iqm(iqm: tuple[float, float, float]) -> str:
     return f"{iqm[0]:.0f} [{iqm[1]:.0f}, {iqm[2]:.0f}]"
 

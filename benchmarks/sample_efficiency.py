@@ -29,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-from harness import RESULTS, eval_recorder, plot_curves, seed_summary, zoo_hyperparams
+from harness import RESULTS, eval_recorder, plot_curves, seed_summary, table_header, zoo_hyperparams
 from stable_baselines3 import SAC, TD3
 from stable_baselines3.common.monitor import Monitor
 
@@ -202,13 +202,9 @@ def merge(paths: list[str], out: str) -> None:
 def summary_table(results: dict[str, Any]) -> str:
     """Steps to the threshold and final returns per algorithm and evaluated policy; IQM [95% CI] with 3+ seeds."""
     threshold, budget = results["threshold"], results["steps"]
-    lines = [
-        f"{results['env']}, threshold {threshold}, {budget} steps",
-        "",
-        "| algorithm | eval | steps to threshold per seed | median | IQM [95% CI] | final return (mean over seeds) "
-        "| IQM [95% CI] | ms / env step |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    columns = ["algorithm", "eval", "steps to threshold per seed", "median", "IQM [95% CI]"]
+    columns += ["final return (mean over seeds)", "IQM [95% CI]", "ms / env step"]
+    lines = [f"{results['env']}, threshold {threshold}, {budget} steps", "", *table_header(*columns)]
     medians: dict[str, float] = {}
     for name, runs in results["runs"].items():
         for key in ("planner", "actor") if name.startswith("demo") else ("actor",):

@@ -30,7 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-from harness import RESULTS, EvalRecorder, eval_recorder, plot_curves, seed_summary, zoo_hyperparams
+from harness import RESULTS, EvalRecorder, eval_recorder, plot_curves, seed_summary, table_header, zoo_hyperparams
 from sample_efficiency import DEMO_SETTINGS
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
@@ -178,9 +178,16 @@ def summary(results: dict[str, Any]) -> str:
         f"eval every {results['eval_freq']} steps ({results['eval_episodes']} episodes); guided eval every "
         f"{results['guided_eval_freq']} steps ({results['guided_episodes']} episodes)",
         "",
-        "| run | evaluated policy | steps to threshold per seed | mean (never = budget) | IQM [95% CI] "
-        "| final return per seed | IQM [95% CI] | train wall s (mean) |",
-        "|---|---|---|---|---|---|---|---|",
+        *table_header(
+            "run",
+            "evaluated policy",
+            "steps to threshold per seed",
+            "mean (never = budget)",
+            "IQM [95% CI]",
+            "final return per seed",
+            "IQM [95% CI]",
+            "train wall s (mean)",
+        ),
     ]
     means: dict[str, float] = {}
     for config, runs in results["runs"].items():
