@@ -3,12 +3,16 @@
 Two parts:
 
 ``latency``: the real-time contract at the default planner size on this machine. A learned ensemble
-(the default model of DeMoSAC on hardware) is fitted on leg data, an SB3 SAC policy gives the planner its
-prior and terminal value, and the planner runs inside the control loop of the wall-clock env under a
-:class:`~sb3_demo.realtime.RealTimeController` (deadline = 75 % of the 8 ms period, counted from the
-observation). Reported per planner size and model: planning latency p50/p99/max, deadline-miss rate,
-fallback rate, iterations per step, and the env's step-period jitter; plus the unconstrained latency of
-one full plan (no deadline), to show how far the default size is from the period.
+(the leg's size by default, ``--model-size``) is fitted on leg data, an SB3 SAC policy gives the planner
+its prior and terminal value, and the planner runs inside the control loop of the wall-clock env under a
+:class:`~sb3_demo.realtime.RealTimeController` (``--controllers deadline``: planned after the observation,
+deadline = 75 % of the 8 ms period, counted from the observation's tick) or a
+:class:`~sb3_demo.realtime.PlanAheadController` (``ahead``: planned from the predicted observation while the
+previous action executes; acting is a lookup). Reported per controller, planner size and model: latency
+p50/p99/max from the tick to the action, deadline-miss rate, fallback rate (stale and late plans), share of
+steps whose action came from at least one completed iteration, and the env's late steps and step-period
+jitter; plus the unconstrained latency of one full plan (no deadline), to show how far a size is from the
+period.
 
 ``train``: SAC or DeMoSAC (learned ensemble, planner under the controller) on the wall-clock env:
 env steps and wall-clock minutes until the tracking return (mean reward per step of a 4 s episode x 500,
@@ -19,6 +23,8 @@ Training happens between episodes (``train_freq=(1, "episode")``) or in a thread
 Usage (from the repository root)::
 
     python benchmarks/hardware_leg.py latency --out benchmarks/results/hardware_latency.json
+    python benchmarks/hardware_leg.py latency --rt-priority 10 --sizes medium --models ensemble \
+        --controllers ahead --loop-steps 2000 --out benchmarks/results/hardware_latency_ahead.json
     python benchmarks/hardware_leg.py train --algo sac --steps 20000 --seed 0 --out sac_0.json
     python benchmarks/hardware_leg.py train --algo demosac --size small --steps 20000 --out demosac_0.json
 
@@ -43,6 +49,7 @@ from stable_baselines3.common.monitor import Monitor
 from sb3_demo.envs import Leg2REnv, Leg2RNominalDynamics, ik_tracking_action, leg_reward_fn
 from sb3_demo.realtime import (
     LatencyStats,
+    PlanAheadController,
     RealTimeController,
     RealTimeRolloutCallback,
     ThreadedTrainCallback,
@@ -59,6 +66,12 @@ SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(horizon=1, num_samples=8, num_particles=1, num_iterations=1),
 }
 COMMON_PLANNER = dict(prior_fraction=0.05, utility="exp", temperature=1.0, gamma_mean=1.0, gamma_std=0.9, init_std=0.5)
+MODEL_SIZES: dict[str, dict[str, Any]] = {
+    # the leg's: its observation has 10 dimensions; a small ensemble keeps a model call near its per-op floor
+    "leg": dict(num_members=5, num_elites=4, hidden_sizes=(64, 64)),
+    # the PETS reference for MuJoCo locomotion (EnsembleDynamics' defaults)
+    "reference": dict(num_members=7, num_elites=5, hidden_sizes=(200, 200, 200, 200)),
+}
 
 
 def machine() -> dict[str, Any]:
@@ -98,10 +111,10 @@ def collect_transitions(env: Leg2REnv, steps: int, seed: int) -> dict[str, np.nd
     return {k: np.asarray(v) for k, v in data.items()}
 
 
-def fit_ensemble(data: dict[str, np.ndarray], seed: int) -> tuple[Any, dict[str, float]]:
+def fit_ensemble(data: dict[str, np.ndarray], seed: int, size: str) -> tuple[Any, dict[str, float]]:
     from sb3_demo.dynamics.ensemble import EnsembleDynamics
 
-    model = EnsembleDynamics(10, 2, reward_fn=leg_reward_fn, seed=seed)
+    model = EnsembleDynamics(10, 2, reward_fn=leg_reward_fn, seed=seed, **MODEL_SIZES[size])
     start = time.perf_counter()
     stats = model.fit(data["obs"], data["act"], data["next"], data["rew"], max_epochs=30)
     stats = {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
@@ -138,13 +151,16 @@ class Priority:
             os.setpriority(os.PRIO_PROCESS, pid, value)
 
 
-def run_loop(env: Leg2REnv, act: Any, steps: int, seed: int, args: argparse.Namespace) -> dict[str, float]:
-    """``steps`` control steps of the wall-clock env; ``act(obs, step_start) -> action``."""
+def run_loop(
+    env: Leg2REnv, act: Any, steps: int, seed: int, args: argparse.Namespace, reset: Any = None
+) -> dict[str, float]:
+    """``steps`` control steps of the wall-clock env; ``act(obs, step_start) -> action``; ``reset()`` at
+    every episode's end (the plans of the ended episode are dropped)."""
     with Priority(env, args.niceness, args.rt_priority):
-        return _run_loop(env, act, steps, seed)
+        return _run_loop(env, act, steps, seed, reset)
 
 
-def _run_loop(env: Leg2REnv, act: Any, steps: int, seed: int) -> dict[str, float]:
+def _run_loop(env: Leg2REnv, act: Any, steps: int, seed: int, reset: Any = None) -> dict[str, float]:
     obs, _ = env.reset(seed=seed)
     periods, delays, late, rewards, episode_return = [], [], 0, [], 0.0
     for _ in range(steps):
@@ -157,6 +173,8 @@ def _run_loop(env: Leg2REnv, act: Any, steps: int, seed: int) -> dict[str, float
         if truncated:
             rewards.append(episode_return)
             episode_return = 0.0
+            if reset is not None:
+                reset()
             obs, _ = env.reset()
     p = np.asarray(periods[1:]) * 1e3
     return {
@@ -185,8 +203,9 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
         data = collect_transitions(sim, args.data_steps, args.seed)
     finally:
         sim.close()
-    ensemble, fit_stats = fit_ensemble(data, args.seed)
+    ensemble, fit_stats = fit_ensemble(data, args.seed, args.model_size)
     results["ensemble_fit"] = fit_stats
+    results["model_size"] = {"name": args.model_size, **MODEL_SIZES[args.model_size]}
     env = make_env(args.sim)
     try:
         sac = SAC("MlpPolicy", env, seed=args.seed, device="cpu")  # the actor/critic a DeMoSAC run would use
@@ -194,7 +213,6 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
         models = {name: models[name] for name in args.models}
         for dynamics in models.values():
             check_model_allowed(env, dynamics)  # learned and nominal models never touch the plant
-        from sb3_demo.common.policy_planner import make_policy_planner
 
         def actor_only(obs: np.ndarray, step_start: float) -> np.ndarray:
             return sac.predict(obs, deterministic=True)[0]
@@ -203,41 +221,69 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
         runs = []
         for model_name, dynamics in models.items():
             for size_name in args.sizes:
-                settings = {**COMMON_PLANNER, **SIZES[size_name]}
-                planner = make_policy_planner(dynamics, sac.policy, env.action_space, settings, seed=args.seed)
-                # unconstrained: how long one full plan takes
-                full = []
-                with Priority(env, args.niceness, args.rt_priority):
-                    for i in range(args.full_plans):
-                        x = th.as_tensor(data["obs"][i * 37 % len(data["obs"])][None])
-                        start = time.perf_counter()
-                        planner.plan(x)
-                        full.append(time.perf_counter() - start)
-                planner.reset()
-                stats = LatencyStats()
-                controller = RealTimeController(planner, PERIOD, budget_fraction=BUDGET_FRACTION, stats=stats)
-
-                def planned(obs: np.ndarray, start: float, controller: RealTimeController = controller) -> Any:
-                    return controller.act(obs, start).action[0].numpy()
-
-                loop = run_loop(env, planned, args.loop_steps, args.seed, args)
-                runs.append(
-                    {
-                        "model": model_name,
-                        "size": size_name,
-                        "planner": SIZES[size_name],
-                        "unconstrained_plan_p50_ms": float(np.percentile(full, 50) * 1e3),
-                        "unconstrained_plan_p99_ms": float(np.percentile(full, 99) * 1e3),
-                        **{f"rt_{k}": v for k, v in stats.summary().items()},
-                        **{f"env_{k}": v for k, v in loop.items()},
-                    }
-                )
-                print(json.dumps(runs[-1]), flush=True)
+                for controller_name in args.controllers:
+                    runs.append(latency_run(env, sac, dynamics, data, model_name, size_name, controller_name, args))
+                    print(json.dumps(runs[-1]), flush=True)
         results["runs"] = runs
     finally:
         env.close()
     results["machine_after"] = machine()
     return results
+
+
+def make_controller(name: str, planner: Any, stats: LatencyStats, **kwargs: Any) -> RealTimeController:
+    """``deadline``: plan after the observation, under the deadline; ``ahead``: plan while the previous
+    action executes (:class:`~sb3_demo.realtime.PlanAheadController`)."""
+    cls = PlanAheadController if name == "ahead" else RealTimeController
+    return cls(planner, PERIOD, budget_fraction=BUDGET_FRACTION, stats=stats, **kwargs)
+
+
+def latency_run(
+    env: Leg2REnv,
+    sac: SAC,
+    dynamics: Any,
+    data: dict[str, np.ndarray],
+    model_name: str,
+    size_name: str,
+    controller_name: str,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """One planner size under one controller: an unconstrained plan's latency, then the control loop."""
+    from sb3_demo.common.policy_planner import make_policy_planner
+
+    settings = {**COMMON_PLANNER, **SIZES[size_name]}
+    planner = make_policy_planner(dynamics, sac.policy, env.action_space, settings, seed=args.seed)
+    # unconstrained: how long one full plan takes
+    full = []
+    with Priority(env, args.niceness, args.rt_priority):
+        for i in range(args.full_plans):
+            x = th.as_tensor(data["obs"][i * 37 % len(data["obs"])][None])
+            start = time.perf_counter()
+            planner.plan(x)
+            full.append(time.perf_counter() - start)
+    planner.reset()
+    stats = LatencyStats()
+    controller = make_controller(controller_name, planner, stats)
+
+    def planned(obs: np.ndarray, start: float) -> Any:
+        return controller.act(obs, start).action[0].numpy()
+
+    try:
+        loop = run_loop(env, planned, args.loop_steps, args.seed, args, reset=controller.reset)
+    finally:
+        close = getattr(controller, "close", None)
+        if close is not None:
+            close()
+    return {
+        "model": model_name,
+        "size": size_name,
+        "controller": controller_name,
+        "planner": SIZES[size_name],
+        "unconstrained_plan_p50_ms": float(np.percentile(full, 50) * 1e3),
+        "unconstrained_plan_p99_ms": float(np.percentile(full, 99) * 1e3),
+        **{f"rt_{k}": v for k, v in stats.summary().items()},
+        **{f"env_{k}": v for k, v in loop.items()},
+    }
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -301,6 +347,9 @@ class EpisodeModelFit(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         if self.num_timesteps >= self.starts and self.num_timesteps - self.last >= self.every:
+            wait_idle = getattr(self.model.planner, "wait_idle", None)  # type: ignore[attr-defined]
+            if wait_idle is not None:  # no plan made ahead reads the model while it is fitted
+                wait_idle()
             start = time.perf_counter()
             self.model.fit_model()  # type: ignore[attr-defined]
             self.fit_seconds.append(time.perf_counter() - start)
@@ -331,19 +380,18 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 "MlpPolicy",
                 env,
                 planner_kwargs={**COMMON_PLANNER, **SIZES[args.size]},
-                model_kwargs=dict(reward_fn=leg_reward_fn),
+                model_kwargs=dict(reward_fn=leg_reward_fn, **MODEL_SIZES[args.model_size]),
                 model_learning_starts=10**9,  # fitted by EpisodeModelFit, between episodes
                 model_fit_kwargs=dict(max_epochs=args.model_epochs),
                 **sac_kwargs,
             )
             check_model_allowed(leg, model.dynamics)
             stats = LatencyStats()
-            model.planner = RealTimeController(  # type: ignore[assignment]
+            model.planner = make_controller(  # type: ignore[assignment]
+                "ahead" if args.plan_ahead else "deadline",
                 model.planner,
-                PERIOD,
+                stats,
                 budget=1e6 if args.unconstrained else None,
-                budget_fraction=BUDGET_FRACTION,
-                stats=stats,
                 step_start_fn=lambda: leg.last_observation_time,
             )
         log = EpisodeLog(args.threshold, args.window, args.max_minutes)
@@ -368,6 +416,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "algo": args.algo,
         "size": args.size if args.algo == "demosac" else None,
+        "model_size": {"name": args.model_size, **MODEL_SIZES[args.model_size]} if args.algo == "demosac" else None,
+        "plan_ahead": args.plan_ahead,
         "seed": args.seed,
         "wall_clock": not args.sim,
         "threaded": args.threaded,
@@ -433,6 +483,13 @@ def main() -> None:
         help="SCHED_FIFO priority of the control loop while measuring",
     )
     lat.add_argument("--models", nargs="+", default=["ensemble", "nominal"], choices=["ensemble", "nominal"])
+    lat.add_argument(
+        "--controllers",
+        nargs="+",
+        default=["deadline", "ahead"],
+        choices=["deadline", "ahead"],
+        help="plan after the observation under the deadline, and/or ahead of it while the last action executes",
+    )
     tr = sub.add_parser("train")
     tr.add_argument("--algo", choices=["sac", "demosac"], default="sac")
     tr.add_argument("--size", choices=list(SIZES), default="default")
@@ -443,6 +500,9 @@ def main() -> None:
     tr.add_argument("--max-minutes", type=float, default=60.0)
     tr.add_argument("--model-epochs", type=int, default=20)
     tr.add_argument("--threaded", action="store_true")
+    tr.add_argument(
+        "--plan-ahead", action="store_true", help="plan each step while the previous action executes (DeMoSAC)"
+    )
     tr.add_argument("--full", action="store_true", help="do not stop at the threshold")
     tr.add_argument(
         "--rt-priority",
@@ -455,6 +515,7 @@ def main() -> None:
     pl.add_argument("--threshold", type=float, default=400.0)
     pl.add_argument("--out", type=str, required=True)
     for p in (lat, tr):
+        p.add_argument("--model-size", choices=list(MODEL_SIZES), default="leg", help="the learned ensemble's size")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--sim", action="store_true", help="virtual-clock twin instead of the wall clock")
         p.add_argument("--out", type=str, default=None)

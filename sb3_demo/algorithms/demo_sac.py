@@ -38,7 +38,9 @@ class DeMoSAC(DeMoMixin, SAC):
     :param realtime: run the rollout planner under :class:`~sb3_demo.realtime.RealTimeController` (a
         deadline from the env's control period, the actor's action as fallback, latency logged under
         ``planner/``): ``None`` (default) on hardware envs only, ``True``/``False`` always/never, or a dict
-        of the controller's keyword arguments (e.g. ``budget_fraction``) to switch it on with them
+        of the controller's keyword arguments (e.g. ``budget_fraction``) to switch it on with them;
+        ``dict(plan_ahead=True)`` plans each step in a worker thread while the previous action executes
+        (:class:`~sb3_demo.realtime.PlanAheadController`)
     :param kwargs: every other argument of :class:`stable_baselines3.SAC`
     """
 

@@ -74,7 +74,9 @@ class DeMoMixin:
         top-weighted mean plan is rolled through the model
     :param predict_with_planner: ``predict`` plans (True) or returns the bare actor's action (False)
     :param realtime: the rollout planner under a :class:`~sb3_demo.realtime.RealTimeController`: ``None``
-        on hardware envs only, ``True``/``False`` always/never, or the controller's keyword arguments
+        on hardware envs only, ``True``/``False`` always/never, or the controller's keyword arguments;
+        ``plan_ahead=True`` among them plans each step while the previous action executes
+        (:class:`~sb3_demo.realtime.PlanAheadController`, which takes the other keywords)
     """
 
     # set by the SB3 algorithm we are mixed into
@@ -186,16 +188,17 @@ class DeMoMixin:
         planner = self._make_planner()
         if self.realtime is False or self.env is None:
             return planner
-        from sb3_demo.realtime import RealTimeController
+        from sb3_demo.realtime import PlanAheadController, RealTimeController
 
         if self.realtime is None and not is_hardware_env(self.env):
             return planner
         kwargs = dict(self.realtime) if isinstance(self.realtime, dict) else {}
+        controller = PlanAheadController if kwargs.pop("plan_ahead", False) else RealTimeController
         envs = single_envs(self.env)
         unwrapped = getattr(envs[0], "unwrapped", envs[0])
         if len(envs) == 1 and hasattr(unwrapped, "last_observation_time") and "step_start_fn" not in kwargs:
             kwargs["step_start_fn"] = lambda: unwrapped.last_observation_time  # the step starts at the observation
-        return RealTimeController.for_env(planner, self.env, **kwargs)
+        return controller.for_env(planner, self.env, **kwargs)
 
     @property
     def latency_stats(self) -> Any:
@@ -310,6 +313,9 @@ class DeMoMixin:
     def collect_rollouts(self, *args: Any, **kwargs: Any) -> Any:
         """SB3's rollout collection, then the model fit that fell due during it (off the control loop)."""
         rollout = super().collect_rollouts(*args, **kwargs)  # type: ignore[misc]
+        wait_idle = getattr(self.planner, "wait_idle", None)
+        if wait_idle is not None:  # a plan made ahead reads the model and the policy: let it finish first
+            wait_idle()
         if self._model_fit_due:
             self._model_fit_due = False
             self.fit_model()

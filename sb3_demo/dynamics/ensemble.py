@@ -18,7 +18,9 @@ stuck far from the data).
 
 Prediction (``model(states, actions)``) uses trajectory sampling (TS-inf): row ``i`` of a batch always
 goes through elite ``i % num_elites``, so a particle keeps its member along a planned trajectory, and
-the next state is drawn from that member's Gaussian (or its mean when ``deterministic``).
+the next state is drawn from that member's Gaussian (or its mean when ``deterministic``). Each member
+computes only its own rows (grouped by member, one batched product per layer), the log-variance only
+when sampling; the noise is drawn in row order, so a row's draw does not depend on how rows are grouped.
 """
 
 from __future__ import annotations
@@ -256,15 +258,21 @@ class EnsembleDynamics(nn.Module):
 
     def _core(self, x: th.Tensor, members: th.Tensor | int | None = None) -> tuple[th.Tensor, th.Tensor]:
         """Normalised inputs (E', B, in) -> normalised target mean and bounded log-variance (E', B, out)."""
+        out = self._network(x, members)
+        return out[..., : self.output_dim], self._bounded_logvar(out[..., self.output_dim :])
+
+    def _network(self, x: th.Tensor, members: th.Tensor | int | None = None) -> th.Tensor:
+        """Normalised inputs (E', B, in) -> the output layer (E', B, 2 out): the mean, then the raw log-variance."""
         for layer in self.layers:
             x = layer(x, members)
             # in place when no graph is recorded (planning): saves an allocation per layer
             x = nn.functional.silu(x, inplace=not (th.is_grad_enabled() and x.requires_grad))
-        out = self.output_layer(x, members)
-        mean, logvar = out[..., : self.output_dim], out[..., self.output_dim :]
+        return self.output_layer(x, members)
+
+    def _bounded_logvar(self, logvar: th.Tensor) -> th.Tensor:
+        """The raw log-variance softly bounded by the learnable ``[min_logvar, max_logvar]``."""
         logvar = self.max_logvar - nn.functional.softplus(self.max_logvar - logvar)
-        logvar = self.min_logvar + nn.functional.softplus(logvar - self.min_logvar)
-        return mean, logvar
+        return self.min_logvar + nn.functional.softplus(logvar - self.min_logvar)
 
     def _device_generator(self) -> th.Generator:
         """The sampling generator, re-created (and seeded from the old one) after ``.to(device)``."""
@@ -280,13 +288,32 @@ class EnsembleDynamics(nn.Module):
         noise = th.randn(mean.shape, generator=self._device_generator(), device=self.device, dtype=mean.dtype)
         return mean + th.exp(0.5 * logvar) * noise
 
-    def _elite_members(self) -> th.Tensor | int:
-        """The elites as ``_core``'s ``members``: an int (a prefix, no weight copy) when they come first."""
-        elites = self.elite_indices
+    def _elite_members(self, count: int | None = None) -> th.Tensor | int:
+        """The first ``count`` elites (default: all) as ``_core``'s ``members``: an int (a prefix, no weight
+        copy) when they come first."""
+        elites = self.elite_indices if count is None else self.elite_indices[:count]
         k = elites.shape[0]
         if bool((elites == th.arange(k, device=elites.device)).all()):
             return k
         return elites
+
+    def _own_elite_outputs(self, x: th.Tensor) -> th.Tensor:
+        """Each row through its own elite only (row ``i`` -> elite ``i % num_elites``): the network's output
+        layer (N, 2 out) in row order.
+
+        The rows are grouped by member, ``(members in use, rows per member, in)``, so that every member
+        computes only its own rows in one batched product; with fewer rows than elites only the first
+        ``N`` members run, otherwise the last group is padded to full size (fewer than ``num_elites`` rows).
+        """
+        n = x.shape[0]
+        used = min(n, self.num_elites)
+        pad = (-n) % used
+        if pad:
+            x = th.cat([x, x.new_zeros(pad, self.input_dim)])
+        # row i -> member i % used: (n/used, used, in) -> (used, n/used, in)
+        grouped = x.reshape(-1, used, self.input_dim).transpose(0, 1)
+        out = self._network(grouped, self._elite_members(used))
+        return out.transpose(0, 1).reshape(-1, out.shape[-1])[:n]
 
     def _normalize_inputs(self, states: th.Tensor, actions: th.Tensor) -> th.Tensor:
         return (th.cat([states, actions], dim=-1) - self.input_mean) / self.input_std
@@ -335,16 +362,11 @@ class EnsembleDynamics(nn.Module):
             if not deterministic:
                 mean = self._sample(mean, logvar)
         else:
-            pad = (-n) % k
-            if pad:
-                x = th.cat([x, x.new_zeros(pad, self.input_dim)])
-            # row i -> elite i % k: (n/k, k, in) -> (k, n/k, in)
-            x = x.reshape(-1, k, self.input_dim).transpose(0, 1)
-            mean, logvar = self._core(x, self._elite_members())
+            raw = self._own_elite_outputs(x)
+            mean = raw[:, : self.output_dim]
             if not deterministic:
-                mean = self._sample(mean, logvar)
-            mean = mean.transpose(0, 1).reshape(-1, self.output_dim)[:n]
-        out = mean * self.target_std + self.target_mean
+                mean = self._sample(mean, self._bounded_logvar(raw[:, self.output_dim :]))
+        out = th.addcmul(self.target_mean, mean, self.target_std)
         next_states = s + out[:, : self.observation_dim]
         if self.reward_fn is None:
             rewards = out[:, self.observation_dim]

@@ -1,5 +1,6 @@
 """The real-time execution contract for hardware envs: anytime planning under a deadline
-(:class:`RealTimeController`), a safety layer (:class:`SafetyWrapper`), latency statistics
+(:class:`RealTimeController`) or ahead of the observation in a worker thread
+(:class:`PlanAheadController`), a safety layer (:class:`SafetyWrapper`), latency statistics
 (:class:`LatencyStats`), training off the control loop (:class:`ThreadedTrainCallback`), and the rule
 that a planner never uses a hardware env as its model (:func:`check_model_allowed`, defined with the
 :class:`HardwareEnv` marker in :mod:`sb3_demo.common.hardware`, below the envs that use it).
@@ -16,6 +17,7 @@ from sb3_demo._lazy import lazy_exports
 _EXPORTS: dict[str, str] = {
     "DeadlineGuard": "sb3_demo.realtime.controller",
     "RealTimeController": "sb3_demo.realtime.controller",
+    "PlanAheadController": "sb3_demo.realtime.plan_ahead",
     "HardwareEnv": "sb3_demo.common.hardware",
     "HardwareModelError": "sb3_demo.common.hardware",
     "check_model_allowed": "sb3_demo.common.hardware",
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     )
     from sb3_demo.realtime.controller import DeadlineGuard, RealTimeController
     from sb3_demo.realtime.latency import LatencyLoggerCallback, LatencyStats
+    from sb3_demo.realtime.plan_ahead import PlanAheadController
     from sb3_demo.realtime.safety import SafetyWrapper, Watchdog
     from sb3_demo.realtime.training import (
         ExecutedActionCallback,
@@ -54,6 +57,7 @@ __all__ = [
     "HardwareModelError",
     "LatencyLoggerCallback",
     "LatencyStats",
+    "PlanAheadController",
     "RealTimeController",
     "RealTimeRolloutCallback",
     "SafetyWrapper",

@@ -112,15 +112,15 @@ class RealTimeController:
         self.deterministic = deterministic
         self.step_start_fn = step_start_fn
         self.stats = stats if stats is not None else LatencyStats()
-        self._guards: list[DeadlineGuard] = []
+        self.guards: list[DeadlineGuard] = []  # the guarded model and terminal value
         if guard_model:
             if not isinstance(planner.dynamics, DeadlineGuard):
                 planner.dynamics = DeadlineGuard(planner.dynamics)
-            self._guards.append(planner.dynamics)
+            self.guards.append(planner.dynamics)
             if planner.terminal_value is not None:
                 if not isinstance(planner.terminal_value, DeadlineGuard):
                     planner.terminal_value = DeadlineGuard(planner.terminal_value)
-                self._guards.append(planner.terminal_value)
+                self.guards.append(planner.terminal_value)
 
     @classmethod
     def for_env(cls, planner: DMDMPCPlanner, env: Any, **kwargs: Any) -> RealTimeController:
@@ -135,7 +135,7 @@ class RealTimeController:
         """Absolute ``time.perf_counter()`` planning deadline of a step that started at ``step_start``."""
         return step_start + self.budget
 
-    def _fallback_result(self, states: th.Tensor, start: float) -> PlanResult:
+    def fallback_result(self, states: th.Tensor, start: float) -> PlanResult:
         """The actor's action (or the shifted plan's first action without an actor) when the planner gave up
         before its first iteration."""
         planner = self.planner
@@ -162,6 +162,29 @@ class RealTimeController:
             deadline_hit=True,
         )
 
+    def as_states(self, states: th.Tensor | np.ndarray) -> th.Tensor:
+        """(B, S) or (S,) observations -> a (B, S) tensor of the planner's dtype and device."""
+        x = th.as_tensor(np.asarray(states) if not isinstance(states, th.Tensor) else states)
+        if x.dim() == 1:
+            x = x[None]
+        return x.to(device=self.planner.device, dtype=self.planner.dtype)
+
+    def set_guard_deadline(self, deadline: float | None) -> None:
+        """Refuse the guarded model's and value's evaluations that would end after ``deadline`` (None: none)."""
+        for guard in self.guards:
+            guard.deadline = deadline
+
+    def plan_until(self, states: th.Tensor, deadline: float, start: float) -> PlanResult:
+        """The planner's plan for ``states`` (B, S) under ``deadline``, or :meth:`fallback_result` when the
+        guard stopped a model call outside the planner's own deadline checks."""
+        self.set_guard_deadline(deadline)
+        try:
+            return self.planner.plan(states, deterministic=self.deterministic, deadline=deadline)
+        except PlanningDeadlineExceeded:
+            return self.fallback_result(states, start)
+        finally:
+            self.set_guard_deadline(None)
+
     def act(self, states: th.Tensor | np.ndarray, step_start: float | None = None) -> PlanResult:
         """Plan one control step.
 
@@ -173,20 +196,9 @@ class RealTimeController:
         start = time.perf_counter()
         if step_start is None:
             step_start = start
-        x = th.as_tensor(np.asarray(states) if not isinstance(states, th.Tensor) else states)
-        if x.dim() == 1:
-            x = x[None]
-        x = x.to(device=self.planner.device, dtype=self.planner.dtype)
+        x = self.as_states(states)
         deadline = self.deadline_for(step_start)
-        for guard in self._guards:
-            guard.deadline = deadline
-        try:
-            result = self.planner.plan(x, deterministic=self.deterministic, deadline=deadline)
-        except PlanningDeadlineExceeded:  # the guard stopped a model call outside the planner's loop
-            result = self._fallback_result(x, start)
-        finally:
-            for guard in self._guards:
-                guard.deadline = None
+        result = self.plan_until(x, deadline, start)
         finished = time.perf_counter()
         overrun = max(0.0, finished - deadline)
         self.stats.record(

@@ -41,6 +41,9 @@ class LatencyStats:
         self.fallbacks = 0  # environments that fell back, summed over steps
         self.iterations_total = 0
         self.iterations_min: int | None = None
+        self.iteration_steps = 0  # steps whose action came from at least one completed iteration
+        self.stale_plans = 0  # plans made ahead that the observation contradicted, summed over environments
+        self.late_plans = 0  # plans made ahead not ready (or not iterated) by the deadline, likewise
         self.max_overrun = 0.0  # seconds past the deadline, worst step
 
     def record(
@@ -53,6 +56,8 @@ class LatencyStats:
         fallbacks: int = 0,
         iterations: int = 0,
         start_delay: float | None = None,
+        stale_plans: int = 0,
+        late_plans: int = 0,
     ) -> None:
         """Add one control step.
 
@@ -61,9 +66,13 @@ class LatencyStats:
         :param overrun: seconds past the deadline (0 when met)
         :param period_overrun: the action was ready after the end of the control period
         :param fallbacks: environments (of the batch) whose action did not come from a plan
-        :param iterations: planner iterations completed
+        :param iterations: planner iterations completed (of the plan the action came from; 0: none)
         :param start_delay: seconds from the step's start to the planner being called (time the control
             loop spent elsewhere, e.g. storing the transition), when known
+        :param stale_plans: environments whose plan made ahead was dropped because the observation
+            contradicted the prediction it was made for
+        :param late_plans: environments whose plan made ahead was not ready by the deadline (or completed
+            no iteration)
         """
         if not math.isfinite(latency) or latency < 0:
             raise ValueError(f"latency must be a finite number of seconds >= 0, got {latency}")
@@ -76,6 +85,9 @@ class LatencyStats:
         self.fallbacks += int(fallbacks)
         self.fallback_steps += int(fallbacks > 0)
         self.iterations_total += int(iterations)
+        self.iteration_steps += int(iterations > 0)
+        self.stale_plans += int(stale_plans)
+        self.late_plans += int(late_plans)
         self.iterations_min = iterations if self.iterations_min is None else min(self.iterations_min, iterations)
         self.max_overrun = max(self.max_overrun, float(overrun))
 
@@ -94,7 +106,9 @@ class LatencyStats:
         """Flat dict: ``steps``, ``latency_p50_ms``, ``latency_p99_ms``, ``latency_max_ms``,
         ``latency_mean_ms``, ``deadline_misses``, ``deadline_miss_rate``, ``period_overruns``,
         ``period_overrun_rate``, ``max_overrun_ms``, ``fallbacks``, ``fallback_steps``,
-        ``fallback_rate`` (of steps), ``iterations_mean``, ``iterations_min``, and, when recorded,
+        ``fallback_rate`` (of steps), ``iterations_mean``, ``iterations_min``, ``iteration_step_rate`` (steps
+        whose action came from at least one completed iteration), ``stale_plans`` and ``late_plans`` (plans
+        made ahead that were dropped, see :class:`~sb3_demo.realtime.PlanAheadController`), and, when recorded,
         ``start_delay_p50_ms`` / ``start_delay_p99_ms`` (observation to planner call)."""
         lat = self.latencies
         steps = max(self.steps, 1)
@@ -122,6 +136,9 @@ class LatencyStats:
             "fallback_rate": self.fallback_steps / steps,
             "iterations_mean": self.iterations_total / steps,
             "iterations_min": math.nan if self.iterations_min is None else float(self.iterations_min),
+            "iteration_step_rate": self.iteration_steps / steps,
+            "stale_plans": float(self.stale_plans),
+            "late_plans": float(self.late_plans),
             **extra,
         }
 

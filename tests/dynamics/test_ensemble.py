@@ -94,6 +94,32 @@ def test_trajectory_sampling_keeps_row_to_elite_assignment() -> None:
     assert terminated.dtype == th.bool and not terminated.any()
 
 
+@pytest.mark.parametrize("elites", [None, [4, 1, 6, 0, 2]])
+@pytest.mark.parametrize("rows", [1, 3, 5, 12])
+def test_member_gathered_forward_equals_every_elite_on_every_row(rows: int, elites: list[int] | None) -> None:
+    """Each row computed by its own elite only gives the rows that computing every elite on every row
+    selects (row i -> elite i % k), sampled with the same draws of the generator (in row order)."""
+    obs, act, next_obs, rew = pendulum_transitions(300, seed=0)
+    model = small_model(num_members=7, num_elites=5)
+    model.fit(obs, act, next_obs, rew, max_epochs=2)
+    if elites is not None:  # elites that are not the first members: their weights are gathered
+        model.elite_indices.copy_(th.tensor(elites))
+    states, actions = th.as_tensor(obs[:rows]), th.as_tensor(act[:rows])
+    with th.no_grad():
+        mean_all, var_all = model.predict_distribution(states, actions)  # (5, rows, 4) every elite, every row
+    own = th.arange(rows)
+    mean, std = mean_all[own % 5, own], var_all[own % 5, own].sqrt()
+    with th.no_grad():
+        det, det_reward, _ = model(states, actions, deterministic=True)
+        model.generator.manual_seed(3)
+        sampled, sampled_reward, _ = model(states, actions, deterministic=False)
+    th.testing.assert_close(det, states + mean[:, :3])
+    th.testing.assert_close(det_reward, mean[:, 3])
+    noise = th.randn((rows, 4), generator=th.Generator().manual_seed(3))
+    th.testing.assert_close(sampled, states + mean[:, :3] + std[:, :3] * noise[:, :3])
+    th.testing.assert_close(sampled_reward, mean[:, 3] + std[:, 3] * noise[:, 3])
+
+
 def test_sampling_follows_predicted_variance_and_is_seeded() -> None:
     obs, act, next_obs, rew = pendulum_transitions(300, seed=0)
     model = small_model(num_members=2, num_elites=1)
