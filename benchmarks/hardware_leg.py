@@ -231,11 +231,17 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def make_controller(name: str, planner: Any, stats: LatencyStats, **kwargs: Any) -> RealTimeController:
+def make_controller(
+    name: str, planner: Any, stats: LatencyStats, on_stale: str = "actor", **kwargs: Any
+) -> RealTimeController:
     """``deadline``: plan after the observation, under the deadline; ``ahead``: plan while the previous
-    action executes (:class:`~sb3_demo.realtime.PlanAheadController`)."""
-    cls = PlanAheadController if name == "ahead" else RealTimeController
-    return cls(planner, PERIOD, budget_fraction=BUDGET_FRACTION, stats=stats, **kwargs)
+    action executes (:class:`~sb3_demo.realtime.PlanAheadController`; ``on_stale``: what replaces a plan
+    the observation contradicts)."""
+    if name == "ahead":
+        return PlanAheadController(
+            planner, PERIOD, budget_fraction=BUDGET_FRACTION, stats=stats, on_stale=on_stale, **kwargs
+        )
+    return RealTimeController(planner, PERIOD, budget_fraction=BUDGET_FRACTION, stats=stats, **kwargs)
 
 
 def latency_run(
@@ -263,7 +269,7 @@ def latency_run(
             full.append(time.perf_counter() - start)
     planner.reset()
     stats = LatencyStats()
-    controller = make_controller(controller_name, planner, stats)
+    controller = make_controller(controller_name, planner, stats, on_stale=args.on_stale)
 
     def planned(obs: np.ndarray, start: float) -> Any:
         return controller.act(obs, start).action[0].numpy()
@@ -278,6 +284,7 @@ def latency_run(
         "model": model_name,
         "size": size_name,
         "controller": controller_name,
+        "on_stale": args.on_stale if controller_name == "ahead" else None,
         "planner": SIZES[size_name],
         "unconstrained_plan_p50_ms": float(np.percentile(full, 50) * 1e3),
         "unconstrained_plan_p99_ms": float(np.percentile(full, 99) * 1e3),
@@ -391,6 +398,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 "ahead" if args.plan_ahead else "deadline",
                 model.planner,
                 stats,
+                on_stale=args.on_stale,
                 budget=1e6 if args.unconstrained else None,
                 step_start_fn=lambda: leg.last_observation_time,
             )
@@ -516,6 +524,12 @@ def main() -> None:
     pl.add_argument("--out", type=str, required=True)
     for p in (lat, tr):
         p.add_argument("--model-size", choices=list(MODEL_SIZES), default="leg", help="the learned ensemble's size")
+        p.add_argument(
+            "--on-stale",
+            choices=["actor", "replan"],
+            default="actor",
+            help="planning ahead: a plan the observation contradicts gives way to the actor, or to a plan made now",
+        )
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--sim", action="store_true", help="virtual-clock twin instead of the wall clock")
         p.add_argument("--out", type=str, default=None)

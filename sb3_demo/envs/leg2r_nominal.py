@@ -35,36 +35,40 @@ from sb3_demo.envs.leg2r_model import (
     targets_to_action,
 )
 
+# The three functions below run inside every model call of a planner on the leg (the reward of each
+# predicted step): they are written with few tensor operations, each of which costs microseconds.
+
 
 def foot_position_torch(q: th.Tensor) -> th.Tensor:
     """:func:`foot_position` in torch: (..., 2) -> (..., 2)."""
-    q1, q12 = q[..., 0], q[..., 0] + q[..., 1]
-    x = THIGH_LENGTH * th.sin(q1) + SHANK_LENGTH * th.sin(q12)
-    y = -THIGH_LENGTH * th.cos(q1) - SHANK_LENGTH * th.cos(q12)
+    angles = q.cumsum(dim=-1)  # hip, hip + knee
+    s, c = angles.sin(), angles.cos()
+    x = s[..., 0].mul(THIGH_LENGTH).add_(s[..., 1], alpha=SHANK_LENGTH)
+    y = c[..., 0].mul(-THIGH_LENGTH).add_(c[..., 1], alpha=-SHANK_LENGTH)
     return th.stack([x, y], dim=-1)
 
 
 def desired_foot_position_torch(sin_phase: th.Tensor, cos_phase: th.Tensor) -> th.Tensor:
-    """:func:`desired_foot_position` from the observed ``sin``/``cos`` of the phase: (...) -> (..., 2)."""
-    phi = th.remainder(th.atan2(sin_phase, cos_phase), 2 * math.pi)
-    swing = phi < math.pi
-    x_swing = -ELLIPSE_HALF_WIDTH * th.cos(phi)
-    y_swing = ELLIPSE_CENTER_Y + ELLIPSE_HEIGHT * th.sin(phi)
-    x_stance = ELLIPSE_HALF_WIDTH * (1.0 - 2.0 * (phi - math.pi) / math.pi)
-    x = th.where(swing, x_swing, x_stance)
-    y = th.where(swing, y_swing, th.full_like(y_swing, ELLIPSE_CENTER_Y))
+    """:func:`desired_foot_position` from the observed ``sin``/``cos`` of the phase: (...) -> (..., 2).
+
+    With ``theta = atan2(sin, cos)`` in ``(-pi, pi]``: the swing is ``theta >= 0`` (the phase in
+    ``[0, pi)``; at ``theta = pi`` both pieces meet), where the ellipse is read off ``sin`` and ``cos``
+    directly (its height is ``sin`` where ``sin >= 0``, i.e. in the swing, and 0 in the stance); the
+    stance line is linear in ``theta + 2 pi``.
+    """
+    theta = th.atan2(sin_phase, cos_phase)
+    x_stance = theta.mul(-2.0 * ELLIPSE_HALF_WIDTH / math.pi).sub_(ELLIPSE_HALF_WIDTH)
+    x = th.where(theta >= 0.0, cos_phase.mul(-ELLIPSE_HALF_WIDTH), x_stance)
+    y = sin_phase.clamp(min=0.0).mul_(ELLIPSE_HEIGHT).add_(ELLIPSE_CENTER_Y)
     return th.stack([x, y], dim=-1)
 
 
 def tracking_reward_from_obs(obs: th.Tensor) -> th.Tensor:
     """The tracking reward computed from observations (N, 10) -> (N,) (what a learned model's reward
     head would have to learn; exact up to sensor noise and latency)."""
-    q = obs[..., Q_SLICE]
     phase = obs[..., PHASE_SLICE]
-    err = th.linalg.vector_norm(
-        foot_position_torch(q) - desired_foot_position_torch(phase[..., 0], phase[..., 1]), dim=-1
-    )
-    return th.exp(-REWARD_SCALE * err)
+    error = foot_position_torch(obs[..., Q_SLICE]).sub_(desired_foot_position_torch(phase[..., 0], phase[..., 1]))
+    return th.linalg.vector_norm(error, dim=-1).mul_(-REWARD_SCALE).exp_()
 
 
 def leg_reward_fn(states: th.Tensor, actions: th.Tensor, next_states: th.Tensor) -> th.Tensor:
