@@ -383,6 +383,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         else:
             from sb3_demo import DeMoSAC
 
+            # the planner under the real-time contract (DeMoSAC's own controller on a hardware env; the step
+            # starts at the leg's latest observation)
+            realtime: dict[str, Any] = dict(budget_fraction=BUDGET_FRACTION, budget=1e6 if args.unconstrained else None)
+            if args.plan_ahead:
+                realtime.update(plan_ahead=True, on_stale=args.on_stale)
             model = DeMoSAC(
                 "MlpPolicy",
                 env,
@@ -390,18 +395,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 model_kwargs=dict(reward_fn=leg_reward_fn, **MODEL_SIZES[args.model_size]),
                 model_learning_starts=10**9,  # fitted by EpisodeModelFit, between episodes
                 model_fit_kwargs=dict(max_epochs=args.model_epochs),
+                realtime=realtime,
                 **sac_kwargs,
             )
             check_model_allowed(leg, model.dynamics)
-            stats = LatencyStats()
-            model.planner = make_controller(  # type: ignore[assignment]
-                "ahead" if args.plan_ahead else "deadline",
-                model.planner,
-                stats,
-                on_stale=args.on_stale,
-                budget=1e6 if args.unconstrained else None,
-                step_start_fn=lambda: leg.last_observation_time,
-            )
+            stats = model.latency_stats
         log = EpisodeLog(args.threshold, args.window, args.max_minutes)
         log.model_stop_at_threshold = not args.full
         callbacks: list[BaseCallback] = [log]

@@ -2,9 +2,10 @@
 
 :class:`PlanAheadController` turns the observation-to-action latency into a lookup. When it returns the
 action of step ``t`` it hands the observation and that action to a worker thread, which predicts the next
-observation with the planner's model (its mean prediction) and plans from the prediction until the next
-observation is due (``control_period`` after the step's start). At step ``t + 1`` the controller checks the
-plan against the observation that arrived:
+observation with the planner's model (its mean prediction) and plans from the prediction, by the deadline
+of step ``t + 1`` at the latest (a planner stops after its iterations, so the plan is normally ready before
+the next observation arrives). At step ``t + 1`` the controller checks the plan against the observation
+that arrived:
 
 - the plan is used when it is ready by the step's deadline, completed at least one iteration, and the
   observation agrees with the prediction: ``|observation - prediction| <= tolerance * scale + atol`` in
@@ -55,7 +56,7 @@ class _Job:
 
     observation: th.Tensor  # (B, S)
     action: th.Tensor  # (B, A) environment units
-    deadline: float  # the worker plans until then (the next observation is due)
+    deadline: float  # the worker plans until then at the latest (the deadline of step t + 1)
     residual: th.Tensor | None = None  # (B', S) observation - prediction of step t, for the check's scale
     done: threading.Event = field(default_factory=threading.Event)
     predicted: th.Tensor | None = None  # (B, S) the model's prediction of the next observation
@@ -176,7 +177,9 @@ class PlanAheadController(RealTimeController):
         else:
             result, residual, stale, late = self._look_up(job, x, deadline, start)
         self._record(result, step_start, start, deadline, stale, late)
-        self._pending = self._submit(x, result.action, step_start + self.control_period, residual)
+        # the next step's deadline: a plan that started late (after a replan) may still finish in time
+        next_deadline = self.deadline_for(step_start + self.control_period)
+        self._pending = self._submit(x, result.action, next_deadline, residual)
         return result
 
     def _look_up(
