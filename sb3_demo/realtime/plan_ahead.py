@@ -57,6 +57,7 @@ class _Job:
     observation: th.Tensor  # (B, S)
     action: th.Tensor  # (B, A) environment units
     deadline: float  # the worker plans until then at the latest (the deadline of step t + 1)
+    deterministic: bool  # the planner's ``deterministic`` for this plan (the caller's, at step t)
     residual: th.Tensor | None = None  # (B', S) observation - prediction of step t, for the check's scale
     done: threading.Event = field(default_factory=threading.Event)
     predicted: th.Tensor | None = None  # (B, S) the model's prediction of the next observation
@@ -251,7 +252,13 @@ class PlanAheadController(RealTimeController):
 
     def _submit(self, observation: th.Tensor, action: th.Tensor, deadline: float, residual: th.Tensor | None) -> _Job:
         """Queue the plan for the next step (replacing a queued one that the worker has not started)."""
-        job = _Job(observation=observation, action=action.detach().clone(), deadline=deadline, residual=residual)
+        job = _Job(
+            observation=observation,
+            action=action.detach().clone(),
+            deadline=deadline,
+            deterministic=self.deterministic,
+            residual=residual,
+        )
         with self._condition:
             if self._queued is not None:
                 self._queued.done.set()  # cancelled: its result stays None
@@ -292,7 +299,7 @@ class PlanAheadController(RealTimeController):
             self._learn_scale(job.residual)
         self.set_guard_deadline(job.deadline)
         try:
-            job.result = self.planner.plan(job.predicted, deterministic=self.deterministic, deadline=job.deadline)
+            job.result = self.planner.plan(job.predicted, deterministic=job.deterministic, deadline=job.deadline)
         except PlanningDeadlineExceeded:
             job.result = None
         finally:

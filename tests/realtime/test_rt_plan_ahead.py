@@ -211,6 +211,26 @@ def test_reset_drops_the_plan_made_ahead_and_errors_surface_in_the_control_loop(
         controller.close()
 
 
+def test_the_plan_made_ahead_keeps_the_callers_deterministic_setting():
+    """``plan(deterministic=False)`` (DeMoSAC's rollouts) holds for the plan the worker makes afterwards."""
+    planner = make_planner(quadratic_model)
+    calls: list[tuple[str, bool]] = []
+    plan = planner.plan
+
+    def recording_plan(states: th.Tensor, deterministic: bool = True, **kwargs) -> object:
+        calls.append((threading.current_thread().name, deterministic))
+        return plan(states, deterministic=deterministic, **kwargs)
+
+    planner.plan = recording_plan  # type: ignore[method-assign]
+    controller = PlanAheadController(planner, LONG, budget=LONG, state_scale=1.0)
+    try:
+        controller.plan(th.zeros(1, 2), deterministic=False)
+        assert controller.wait_idle(timeout=5.0)
+    finally:
+        controller.close()
+    assert calls == [(threading.current_thread().name, False), ("plan-ahead", False)]
+
+
 def test_bad_settings_raise():
     planner = make_planner(quadratic_model)
     with pytest.raises(ValueError, match="tolerance"):
