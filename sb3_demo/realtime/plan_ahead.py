@@ -312,8 +312,10 @@ class PlanAheadController(RealTimeController):
         return dynamics.fn if isinstance(dynamics, DeadlineGuard) else dynamics
 
     def _learn_scale(self, residual: th.Tensor) -> None:
-        """The check's bound from the residuals so far (these are known before the next step)."""
-        self._residuals.update(residual)
+        """The check's bound from the residuals so far (these are known before the next step); a residual
+        enters at most at the bound, so that one surprise does not widen the check for long."""
+        bound = self._bound
+        self._residuals.update(residual if bound is None else residual.abs().minimum(bound))
         rms = self._residuals.rms()
         if rms is not None and self._residuals.count >= self.warmup:
             self._bound = self.tolerance * rms + self.atol

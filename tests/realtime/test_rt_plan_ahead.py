@@ -161,8 +161,9 @@ def test_a_state_scale_and_tolerance_decide_what_contradicts_the_prediction():
 
 def test_by_default_the_check_scales_with_the_models_usual_error_once_known():
     """A plant that differs from the model by a steady small error: plans are not used before ``warmup``
-    residuals are known (counted as stale), then used, and a jump far beyond the usual error is stale again;
-    with ``on_stale="replan"`` the stale step is planned from the observation instead of the actor."""
+    residuals are known (counted as stale), then used, and a push far beyond the usual error makes that
+    step's plan stale (the next one, made from the pushed state, holds again); with ``on_stale="replan"``
+    the stale step is planned from the observation instead of the actor."""
     for on_stale in ("actor", "replan"):
         controller = PlanAheadController(
             make_planner(quadratic_model), LONG, budget=LONG, warmup=3, tolerance=4.0, on_stale=on_stale
@@ -170,7 +171,9 @@ def test_by_default_the_check_scales_with_the_models_usual_error_once_known():
         try:
             obs, results = th.tensor([[0.1, 0.2]]), []
             for t in range(10):
-                result = controller.act(obs + (1.0 if t == 8 else 0.0))
+                if t == 8:
+                    obs = obs + 1.0  # a push
+                result = controller.act(obs)
                 results.append(result)
                 noise = 0.01 * (1 + t % 2)  # residuals of 0.01 and 0.02
                 obs = quadratic_model(obs, result.action)[0] + noise
