@@ -190,7 +190,7 @@ def small_sac() -> Any:
 
 
 def test_demo_policy_predict_is_a_function_of_its_inputs(small_sac: Any) -> None:
-    layer = DeMoPolicy.from_model(small_sac, dynamics="analytic", horizon=3, num_samples=32, seed=0)
+    layer = DeMoPolicy.from_agent(small_sac, dynamics="analytic", horizon=3, num_samples=32, seed=0)
     a1, s1 = layer.predict(OBS, deterministic=True)
     a2, _ = layer.predict(OBS, deterministic=True)
     np.testing.assert_array_equal(a1, a2)
@@ -218,7 +218,7 @@ def test_wrapper_evaluation_episodes_repeat(small_sac: Any) -> None:
         for _ in range(20):
             action, _ = small_sac.predict(obs, deterministic=True)
             obs, _, _, _, info = env.step(action)
-            actions.append(info["demo_action"])
+            actions.append(info["executed_action"])
         episodes.append(np.asarray(actions))
     np.testing.assert_array_equal(episodes[0], episodes[1])
 
