@@ -31,7 +31,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-import yaml
+from harness import format_iqm, iqm_ci, zoo_hyperparams
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "demo_layer.json")
 
@@ -61,37 +61,28 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
         min_label_advantage=1.0,
     ),
     "InvertedPendulum-v5": dict(
-        model="ensemble",
-        model_kwargs=dict(hidden_sizes=[64, 64], num_members=5, num_elites=3),
-        model_fit_kwargs=dict(max_epochs=20),
-        model_learning_starts=200,
-        random_steps=300,
-        model_train_freq=1000,
-        planner_kwargs=dict(horizon=10, num_samples=64, num_iterations=2),
-        value_rollout_steps=40,
+        # a small learned ensemble after 300 random steps: fits of at most 20 epochs from 200 transitions on, every 1000
+        **dict(model="ensemble", model_kwargs=dict(hidden_sizes=[64, 64], num_members=5, num_elites=3)),
+        **dict(
+            model_fit_kwargs=dict(max_epochs=20), model_learning_starts=200, random_steps=300, model_train_freq=1000
+        ),
+        # 10-step plans whose terminal value is 40 steps of the linear policy through the model
+        **dict(planner_kwargs=dict(horizon=10, num_samples=64, num_iterations=2), value_rollout_steps=40),
         labels_per_update=64,
-        # every 5th update one episode run by the layer, distilled before the candidates (session 5)
-        guided_episodes=1,
-        guided_every=5,
-        distill_ridge=0.01,
-        distill_check=True,
-        distill_patience=10,
+        # every 5th update one episode run by the layer, distilled before the candidates
+        **dict(guided_episodes=1, guided_every=5),
+        # a distilled policy replaces ARS's only if a check rollout shows it is not worse
+        **dict(distill_ridge=0.01, distill_check=True, distill_patience=10),
     ),
 }
 
 
 def zoo_ars_hyperparams(env_id: str) -> tuple[dict[str, Any], bool]:
     """RL Zoo's ARS hyperparameters for ``env_id`` with a linear policy: (ARS kwargs, normalize obs)."""
-    import rl_zoo3
-
-    path = os.path.join(os.path.dirname(rl_zoo3.__file__), "hyperparams", "ars.yml")
-    with open(path) as f:
-        table = yaml.load(f, Loader=yaml.UnsafeLoader)  # RL Zoo's own loader (!!float tags, merge keys)
-    params = dict(table.get(env_id, table["default"]))
-    normalize = "norm_obs=True" in str(params.pop("normalize", ""))
-    for key in ("n_timesteps", "n_envs", "policy", "policy_kwargs"):
+    params, normalize = zoo_hyperparams("ars", env_id)
+    for key in ("policy", "policy_kwargs"):  # the linear policy replaces RL Zoo's MLP and its net_arch
         params.pop(key, None)
-    return params, normalize
+    return params, normalize is not None and normalize.get("norm_obs", True)
 
 
 def make_train_env(env_id: str, seed: int, normalize: bool):
@@ -160,7 +151,7 @@ def run_steps(env_id: str, algo: str, seed: int, budget: int, eval_every: int) -
         wall_s=round(time.perf_counter() - start, 1),
         cpu_s=round(time.process_time() - cpu_start, 1),
         curve=curve,
-        ars_hyperparams=ars_kwargs,
+        ars_hyperparams=json.loads(json.dumps(ars_kwargs, default=str)),  # schedules as their repr
         normalize_obs=normalize,
     )
     if algo == "demo_ars":
@@ -255,10 +246,12 @@ def steps_table(records: list[dict[str, Any]]) -> str:
     ]
     runs = {(r["env_id"], r["algo"], r["seed"]): r for r in records if r["part"] == "steps"}
     for env_id in THRESHOLDS:
+        pairs = []
         for seed in sorted({s for (e, _, s) in runs if e == env_id}):
             ars, ours = runs.get((env_id, "ars", seed)), runs.get((env_id, "demo_ars", seed))
             if ars is None or ours is None:
                 continue
+            pairs.append((ars, ours))
 
             def fmt(r: dict[str, Any]) -> str:
                 steps = r["steps_to_threshold"]
@@ -284,6 +277,18 @@ def steps_table(records: list[dict[str, Any]]) -> str:
                 f"| {ours['best_return']:.1f} / {ours['final_return']:.1f} "
                 f"| {kept} / {checked}, {ours.get('labels', 0):,} labels "
                 f"| {ars['wall_s']:.0f} / {ours['wall_s']:.0f} |"
+            )
+        if len(pairs) >= 3:
+            # a run that stopped short of the threshold counts as its env steps: a lower bound
+            iqm = iqm_ci(
+                {
+                    algo: [r["steps_to_threshold"] or r["env_steps"] for r in runs_of_algo]
+                    for algo, runs_of_algo in zip(("ars", "demo_ars"), zip(*pairs))
+                }
+            )
+            lines.append(
+                f"| {env_id}: IQM [95% CI] over {len(pairs)} seeds | | {format_iqm(iqm['ars'])} "
+                f"| {format_iqm(iqm['demo_ars'])} | | | | | |"
             )
     return "\n".join(lines)
 

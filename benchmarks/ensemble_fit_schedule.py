@@ -23,21 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import torch as th
+from harness import RESULTS
 from pendulum_model_bottleneck import evaluate, new_ensemble  # this folder is on sys.path when run as a script
 from sample_efficiency import make_algo
 
 from sb3_demo import PendulumDynamics
 from sb3_demo.common.schedule import transitions_from_buffer
 
-RESULTS = Path(__file__).parent / "results"
-
-# name -> the keyword arguments of every fit
+# name -> the keyword arguments of every fit; the last one is what DeMoSAC's Pendulum benchmark uses
+# (sample_efficiency.DEMO_SETTINGS), the first two its variants "capped" and "uncapped"
 PROCEDURES: dict[str, dict[str, Any]] = {
-    "warm, <= 500 steps (session 5)": dict(max_grad_steps=500),
-    "warm, to early stopping (session 6)": dict(max_grad_steps=None),
+    "warm, <= 500 steps": dict(max_grad_steps=500),
+    "warm, to early stopping": dict(max_grad_steps=None),
     "fresh on doubling, <= 500 steps": dict(reinit_growth=2.0, max_grad_steps=500),
     "fresh on doubling": dict(reinit_growth=2.0, max_grad_steps=None),
-    "fresh on doubling, patience 100 steps, <= 2000 steps (session 7)": dict(
+    "fresh on doubling, patience 100 steps, <= 2000 steps": dict(
         reinit_growth=2.0, patience_steps=100, max_grad_steps=2000
     ),
 }

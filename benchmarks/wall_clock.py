@@ -12,8 +12,7 @@ The configurations are timed over the same number of env steps (``learn(steps)``
   ``python -m rl_zoo3.train --algo demorl_sac --env Pendulum-v1`` and ``make demo`` train: analytic model);
 - ``demosac-bench``: the learned-ensemble settings of ``benchmarks/sample_efficiency.py`` (the
   steps-to-threshold numbers in BENCHMARKS.md), with RL Zoo's SAC settings;
-- ``demosac-reference``: the 2022 reference: planner with 5 iterations, fits until early stopping (no cap)
-  (the class defaults before session 4);
+- ``demosac-reference``: the 2022 reference: planner with 5 iterations, fits until early stopping (no cap);
 - ``demosac-it2`` / ``demosac-p1``: the reference with 2 iterations / 1 particle (fits not capped).
 
 After training, each run's deterministic policy (the planner for DeMoSAC) is evaluated on ``--eval-episodes``
@@ -32,13 +31,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch as th
-import yaml
+from harness import RESULTS, ROOT, zoo_hyperparams
 from stable_baselines3 import SAC
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
@@ -46,15 +44,11 @@ from stable_baselines3.common.monitor import Monitor
 from sb3_demo import DeMoSAC
 from sb3_demo.common.policy_planner import REFERENCE_PLANNER_KWARGS
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
-
 
 def zoo_entry() -> dict[str, Any]:
-    """The Pendulum-v1 entry of our RL Zoo file, minus RL Zoo-only keys."""
-    entry = dict(yaml.safe_load((ROOT / "zoo_hyperparams" / "demorl_sac.yml").read_text())["Pendulum-v1"])
-    for key in ("n_timesteps", "policy", "normalize", "n_envs"):
-        entry.pop(key, None)
+    """The Pendulum-v1 entry of our RL Zoo file, as rl_zoo3.train reads it (``policy`` left out)."""
+    entry, _ = zoo_hyperparams("demorl_sac", "Pendulum-v1", ROOT / "zoo_hyperparams" / "demorl_sac.yml")
+    entry.pop("policy")
     return entry
 
 

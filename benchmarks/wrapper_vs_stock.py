@@ -23,22 +23,22 @@ import multiprocessing
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch as th
-import yaml
+from harness import RESULTS, EvalRecorder, eval_recorder, plot_curves, seed_summary, table_header, zoo_hyperparams
+from sample_efficiency import DEMO_SETTINGS
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 
 from sb3_demo import AugmentedReplayBuffer, DeMoCallback, DeMoVecEnvWrapper, DeMoWrapper
 
-RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLDS = {"Pendulum-v1": -200.0, "InvertedPendulum-v5": 950.0}
 
 # Pendulum swing-up needs a long look-ahead until the critic is good: 15 steps, sharp weights (temperature 0.1)
@@ -93,16 +93,8 @@ WRAPPER_SETTINGS: dict[str, dict[str, Any]] = {
         wrapper=dict(
             model="ensemble",
             model_kwargs=dict(num_members=5, num_elites=3, hidden_sizes=(200, 200, 200)),
-            # the +1-per-step reward gives near-equal returns: standardised returns (sharp weights), more actor
-            # proposals (the settings of DeMoSAC's InvertedPendulum run in benchmarks/sample_efficiency.py)
-            planner_kwargs=dict(
-                horizon=5,
-                num_samples=100,
-                num_particles=1,
-                num_iterations=2,
-                normalize_returns=True,
-                prior_fraction=0.2,
-            ),
+            # DeMoSAC's InvertedPendulum planner (standardised returns for the +1-per-step reward)
+            planner_kwargs=DEMO_SETTINGS["InvertedPendulum-v5"]["planner_kwargs"],
         ),
         callback=dict(model_train_freq=250, model_fit_kwargs=dict(max_grad_steps=500)),
     ),
@@ -111,62 +103,14 @@ WRAPPER_SETTINGS: dict[str, dict[str, Any]] = {
 
 def zoo_sac_hyperparams(env_id: str) -> dict[str, Any]:
     """RL Zoo's SAC hyperparameters for ``env_id`` (its ``default`` entry when the env is not listed)."""
-    import rl_zoo3
-
-    table = yaml.safe_load((Path(rl_zoo3.__file__).parent / "hyperparams" / "sac.yml").read_text())
-    params = dict(table.get(env_id, table["default"]))
-    for key in ("n_timesteps", "policy", "normalize", "n_envs", "callback", "env_wrapper"):
-        params.pop(key, None)
-    if isinstance(params.get("policy_kwargs"), str):
-        params["policy_kwargs"] = eval(params["policy_kwargs"])  # RL Zoo's own convention
+    params, _ = zoo_hyperparams("sac", env_id)
+    params.pop("policy")
     return params
 
 
-class EvalRecorder(BaseCallback):
-    """Evaluate the bare actor (and, for guided runs, the actor with the wrapper) every ``eval_freq`` steps."""
-
-    def __init__(
-        self,
-        env_id: str,
-        eval_freq: int,
-        episodes: int,
-        seed: int,
-        guided_env: DeMoWrapper | None,
-        guided_episodes: int,
-        guided_eval_freq: int,
-    ) -> None:
-        super().__init__()
-        self.eval_env = Monitor(gym.make(env_id))
-        self.guided_env = guided_env
-        self.eval_freq, self.episodes, self.seed = eval_freq, episodes, seed
-        self.guided_episodes = guided_episodes
-        self.guided_eval_freq = guided_eval_freq
-        self.rows: list[dict[str, float]] = []
-        self.eval_time = 0.0
-
-    def _evaluate(self) -> None:
-        t0 = time.perf_counter()
-        row: dict[str, float] = {"steps": float(self.num_timesteps)}
-        self.eval_env.reset(seed=10_000 + self.seed)
-        row["actor"] = float(evaluate_policy(self.model, self.eval_env, self.episodes)[0])
-        if self.guided_env is not None and self.num_timesteps % self.guided_eval_freq == 0:
-            if self.guided_env.guide.active:
-                self.guided_env.reset(seed=10_000 + self.seed)  # the starts the bare actor was evaluated on
-                row["guided"] = float(evaluate_policy(self.model, self.guided_env, self.guided_episodes)[0])
-            else:  # the planner is not on yet (learned model not fitted): the wrapper passes the actor through
-                row["guided"] = row["actor"]
-        self.eval_time += time.perf_counter() - t0
-        self.rows.append(row)
-        values = ", ".join(f"{k}={v:.1f}" for k, v in row.items() if k != "steps")
-        print(f"  seed {self.seed} {self.num_timesteps:>6}: {values}", flush=True)
-
-    def _on_step(self) -> bool:
-        if self.num_timesteps % self.eval_freq == 0:
-            self._evaluate()
-        return True
-
-
 def run(env_id: str, config: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    # the guided evaluation env is a gymnasium wrapper and the training env a VecEnv wrapper, on purpose
+    warnings.filterwarnings("ignore", "Training and eval env are not of the same type")
     params = zoo_sac_hyperparams(env_id)
     venv: Any = make_vec_env(env_id, n_envs=1, seed=seed)
     callbacks: list[BaseCallback] = []
@@ -180,14 +124,29 @@ def run(env_id: str, config: str, seed: int, args: argparse.Namespace) -> dict[s
         demo_callback = DeMoCallback(**settings["callback"])
         callbacks.append(demo_callback)
         params.update(settings.get("agent", {}))
-    recorder = EvalRecorder(
-        env_id, args.eval_freq, args.eval_episodes, seed, guided_env, args.guided_episodes, args.guided_eval_freq
-    )
-    callbacks.append(recorder)
     agent = SAC("MlpPolicy", venv, seed=seed, **params)
+    recorder = eval_recorder(agent, env_id, args.eval_freq, args.eval_episodes, seed)
+    callbacks.append(recorder)
+    if guided_env is not None:
+        # the actor with the wrapper in the loop, on the episode starts the bare actor was evaluated on, once the
+        # planner is on (before that the wrapper passes the actor's actions through)
+        guided = EvalRecorder(
+            guided_env,
+            args.guided_eval_freq,
+            args.guided_episodes,
+            recorder.reset_seed,
+            key="guided",
+            ready=lambda: guided_env.guide.active,
+        )
+        callbacks.append(guided)
     t0 = time.perf_counter()
     agent.learn(args.steps, callback=callbacks)
-    train_wall = time.perf_counter() - t0 - recorder.eval_time
+    train_wall = time.perf_counter() - t0 - sum(getattr(c, "eval_time", 0.0) for c in callbacks)
+    if guided_env is not None:
+        guided_returns = {row["steps"]: row["guided"] for row in guided.rows}
+        for row in recorder.rows:
+            if row["steps"] % args.guided_eval_freq == 0:
+                row["guided"] = guided_returns.get(row["steps"], row["actor"])
     out: dict[str, Any] = {"seed": seed, "rows": recorder.rows, "train_wall_s": train_wall}
     if demo_callback is not None:
         out["model_fits"] = demo_callback.num_model_fits
@@ -206,14 +165,6 @@ def run_seed(job: tuple[str, list[str], int, argparse.Namespace]) -> tuple[int, 
     return seed, runs
 
 
-def steps_to_threshold(rows: list[dict[str, float]], key: str, threshold: float) -> float:
-    """First evaluation step whose mean return reaches the threshold (nan: never)."""
-    for row in rows:
-        if key in row and row[key] >= threshold:
-            return row["steps"]
-    return float("nan")
-
-
 def curve(rows: list[dict[str, float]], key: str) -> tuple[np.ndarray, np.ndarray]:
     """Steps and returns of the evaluations that measured ``key``."""
     kept = [row for row in rows if key in row]
@@ -227,21 +178,29 @@ def summary(results: dict[str, Any]) -> str:
         f"eval every {results['eval_freq']} steps ({results['eval_episodes']} episodes); guided eval every "
         f"{results['guided_eval_freq']} steps ({results['guided_episodes']} episodes)",
         "",
-        "| run | evaluated policy | steps to threshold per seed | mean (never = budget) | final return per seed "
-        "| train wall s (mean) |",
-        "|---|---|---|---|---|---|",
+        *table_header(
+            "run",
+            "evaluated policy",
+            "steps to threshold per seed",
+            "mean (never = budget)",
+            "IQM [95% CI]",
+            "final return per seed",
+            "IQM [95% CI]",
+            "train wall s (mean)",
+        ),
     ]
     means: dict[str, float] = {}
     for config, runs in results["runs"].items():
         for key in ("actor",) if config == "sac" else ("actor", "guided"):
-            hits = [steps_to_threshold(r["rows"], key, threshold) for r in runs]
-            mean = float(np.mean([h if np.isfinite(h) else budget for h in hits]))
-            means[f"{config}/{key}"] = mean
-            hit_s = ", ".join("never" if not np.isfinite(h) else f"{h:.0f}" for h in hits)
-            finals = ", ".join(f"{curve(r['rows'], key)[1][-1]:.0f}" for r in runs)
+            seeds = seed_summary([r["rows"] for r in runs], key, threshold, budget)
+            means[f"{config}/{key}"] = mean = float(np.mean(seeds.counted))
+            final_s = ", ".join(f"{f:.0f}" for f in seeds.finals)
             wall = np.mean([r["train_wall_s"] for r in runs])
             what = "bare SAC actor" if key == "actor" else "actor + wrapper (deterministic plans)"
-            lines.append(f"| {config} | {what} | {hit_s} | {mean:.0f} | {finals} | {wall:.0f} |")
+            lines.append(
+                f"| {config} | {what} | {seeds.hits_text} | {mean:.0f} | {seeds.iqm_steps} | {final_s} "
+                f"| {seeds.iqm_final} | {wall:.0f} |"
+            )
     lines.append("")
     base = means.get("sac/actor")
     for config in results["runs"]:
@@ -260,26 +219,15 @@ def summary(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    curves = []
     for config, runs in results["runs"].items():
         for key in ("actor",) if config == "sac" else ("actor", "guided"):
             steps = curve(runs[0]["rows"], key)[0]
-            curves = np.array([curve(r["rows"], key)[1] for r in runs])
+            returns = np.array([curve(r["rows"], key)[1] for r in runs])
             label = "SAC" if config == "sac" else f"SAC + {config.split(':')[1]} wrapper ({key})"
-            ax.plot(steps, curves.mean(0), label=label)
-            ax.fill_between(steps, curves.min(0), curves.max(0), alpha=0.15)
-    ax.axhline(results["threshold"], color="k", ls="--", lw=0.8)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("mean eval return")
-    ax.set_title(f"{results['env']}: {len(results['seeds'])} seeds (mean, min-max)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+            curves.append((label, steps, returns))
+    title = f"{results['env']}: {len(results['seeds'])} seeds (mean, min-max)"
+    plot_curves(curves, results["threshold"], title, path, fontsize=8)
 
 
 def main() -> None:

@@ -1,16 +1,21 @@
 """sb3_demo: Dynamic Mirror Descent MPC (DeMo) for Stable-Baselines3.
 
 Public names are imported lazily, so ``import sb3_demo`` stays cheap and
-``from sb3_demo import DMDMPCPlanner`` does not import gymnasium or SB3.
+``from sb3_demo import DMDMPCPlanner`` does not import SB3. ``import sb3_demo`` registers the gymnasium ids
+``sb3_demo/Leg2R-v0`` and ``sb3_demo/Leg2RSim-v0`` (``gym.make``, RL Zoo's ``--gym-packages sb3_demo``).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 from sb3_demo._lazy import lazy_exports
 
 __version__ = "0.1.0"
+
+# string entry points: MuJoCo and the env modules are imported by gym.make, not here
+importlib.import_module("sb3_demo.envs")
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {

@@ -107,7 +107,7 @@ def test_two_workers_share_one_study_through_a_journal_file(tmp_path: Path) -> N
     hyperparams, _ = manager.read_hyperparameters()
     assert hyperparams["planner_kwargs"]["horizon"] == params["horizon"]
     assert hyperparams["planner_kwargs"]["num_particles"] == 1
-    assert hyperparams["model"] == "analytic"
+    assert hyperparams["model"] == "ensemble"  # the yml's, kept by the merge
     assert hyperparams["learning_rate"] == pytest.approx(params["learning_rate"])
     assert hyperparams["learning_starts"] == 7  # the command line still wins
 

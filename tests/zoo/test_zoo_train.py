@@ -24,6 +24,7 @@ def sac_logs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         logs,
         "--hyperparams",
         SMALL_PLANNER,
+        "model:'analytic'",
         "learning_starts:100",
         "--eval-freq",
         "150",
@@ -41,7 +42,8 @@ def test_rl_zoo3_train_demorl_sac_reads_our_yml_and_saves_a_demosac(sac_logs: tu
     model = DeMoSAC.load(saved_model(logs, "demorl_sac"), device="cpu")
     assert isinstance(model, DeMoSAC)
     assert model.num_timesteps == 300
-    assert model.model == "analytic"  # from the yml's Pendulum-v1 entry
+    assert model.model == "analytic"  # from --hyperparams
+    assert model.model_fit_kwargs["reinit_growth"] == 2.0  # from the yml's Pendulum-v1 entry
     assert model.lr_schedule(1.0) == pytest.approx(1e-3)
     assert model.planner_kwargs["horizon"] == 2  # from --hyperparams
     assert model.planner_kwargs["num_samples"] == 16
@@ -102,12 +104,12 @@ def test_rl_zoo3_plots_read_demorl_logs(sac_logs: tuple[Path, str]) -> None:
 
 def test_rl_zoo3_train_demorl_td3(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
-    stdout = zoo_train("demorl_td3", logs, "--hyperparams", SMALL_PLANNER, "learning_starts:100")
+    stdout = zoo_train("demorl_td3", logs, "--hyperparams", SMALL_PLANNER, "model:'analytic'", "learning_starts:100")
     assert f"Loading hyperparameters from: {hyperparams_path('demorl_td3')}" in stdout
     model = DeMoTD3.load(saved_model(logs, "demorl_td3"), device="cpu")
     assert isinstance(model, DeMoTD3)
     assert model.num_timesteps == 300
-    assert model.model == "analytic"
+    assert model.model == "analytic"  # from --hyperparams
     assert model.gamma == pytest.approx(0.98)  # RL Zoo's TD3 Pendulum setting, kept in our yml
     assert model.planner_kwargs["horizon"] == 2
 
