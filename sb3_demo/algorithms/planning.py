@@ -54,7 +54,7 @@ from sb3_demo.common.policy_planner import (
     planner_settings,
 )
 from sb3_demo.common.schedule import DeMoSchedule, fit_model_from_buffer, fit_settings
-from sb3_demo.common.seeding import AUGMENTOR, PREDICT_PLANNER, ROLLOUT_PLANNER, stream_generator, stream_seed
+from sb3_demo.common.seeding import AUGMENTOR, PREDICT_PLANNER, ROLLOUT_PLANNER, stream_generator
 from sb3_demo.planner import DMDMPCPlanner
 
 
@@ -385,7 +385,7 @@ class DeMoMixin:
             state,
             episode_start,
             deterministic,
-            stream_seed(0 if self.seed is None else self.seed, PREDICT_PLANNER),
+            self.seed,
         )
         actions = self.policy.unscale_action(step.result.normalized_action.detach().cpu().numpy())
         actions = np.clip(actions, self.action_space.low, self.action_space.high)

@@ -20,6 +20,7 @@ import numpy as np
 import torch as th
 
 from sb3_demo.common.policy_planner import PlanStep, plan_step
+from sb3_demo.common.seeding import deterministic_seed
 from sb3_demo.planner import DMDMPCPlanner, PlanState
 
 PredictState = tuple[np.ndarray, np.ndarray]
@@ -70,7 +71,7 @@ def plan_predict(
     state: Any,
     episode_start: Any,
     deterministic: bool,
-    deterministic_seed: int,
+    seed: int | None,
 ) -> tuple[PlanStep, PredictState]:
     """One planning ``predict``: warm start from ``state``, plan, return the step and the next state.
 
@@ -78,11 +79,12 @@ def plan_predict(
     :param states: (B, S) planner states
     :param state: the previous predict's :data:`PredictState`, or None for a fresh plan
     :param episode_start: (B,) bools, or None
-    :param deterministic: the plan's mean action, with noise drawn as if freshly seeded with
-        ``deterministic_seed``; False: a stochastic action from the planner's stream
-    :param deterministic_seed: the seed of a deterministic call's noise
+    :param deterministic: the plan's mean action, with the noise of every deterministic call drawn as if
+        freshly seeded (:func:`~sb3_demo.common.seeding.deterministic_seed`); False: a stochastic action
+        from the planner's stream
+    :param seed: the algorithm's (or the layer's) seed
     """
     start_plan(planner, state, episode_start, int(states.shape[0]))
-    step = plan_step(planner, states, deterministic, reseed=deterministic_seed if deterministic else None)
+    step = plan_step(planner, states, deterministic, reseed=deterministic_seed(seed) if deterministic else None)
     assert planner.state is not None
     return step, predict_state(planner.state)

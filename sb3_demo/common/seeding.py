@@ -37,6 +37,15 @@ def stream_seed(seed: int | None, stream: str) -> int:
     return int(sequence.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
+def deterministic_seed(seed: int | None) -> int:
+    """The seed a deterministic ``predict`` (or a deterministic guide) draws its noise from at every call:
+    the same for every call, and a fixed one (seed 0's) when the algorithm has no seed.
+
+    :param seed: the algorithm's seed
+    """
+    return stream_seed(0 if seed is None else seed, PREDICT_PLANNER)
+
+
 def stream_generator(seed: int | None, stream: str, device: th.device | str = "cpu") -> th.Generator:
     """A torch generator on ``device`` seeded with :func:`stream_seed`.
 

@@ -51,7 +51,7 @@ from sb3_demo.common.policy_planner import (
     make_policy_planner,
     planner_settings,
 )
-from sb3_demo.common.seeding import PREDICT_PLANNER, stream_seed
+from sb3_demo.common.seeding import PREDICT_PLANNER
 from sb3_demo.dynamics.base import DynamicsModel, as_dynamics
 from sb3_demo.planner import DMDMPCPlanner, PlanResult
 
@@ -242,11 +242,9 @@ class DeMoPolicy(BasePolicy):
         """
         obs_tensor, vectorized = self.obs_to_tensor(observation)
         assert isinstance(obs_tensor, th.Tensor)
-        seed = stream_seed(0 if self.seed_value is None else self.seed_value, PREDICT_PLANNER)
         with th.no_grad():
-            step, next_state = plan_predict(
-                self.planner, obs_tensor.reshape(obs_tensor.shape[0], -1), state, episode_start, deterministic, seed
-            )
+            states = obs_tensor.reshape(obs_tensor.shape[0], -1)
+            step, next_state = plan_predict(self.planner, states, state, episode_start, deterministic, self.seed_value)
         self._count(step.result)
         assert isinstance(self.action_space, spaces.Box)
         normalized = step.result.normalized_action.cpu().numpy().reshape((-1, *self.action_space.shape))

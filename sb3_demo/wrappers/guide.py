@@ -32,7 +32,7 @@ from sb3_demo.common.policy_planner import (
     plan_step,
     planner_settings,
 )
-from sb3_demo.common.seeding import PREDICT_PLANNER, ROLLOUT_PLANNER, stream_seed
+from sb3_demo.common.seeding import ROLLOUT_PLANNER, deterministic_seed
 from sb3_demo.planner import DMDMPCPlanner
 
 GuideProb = float | str | Callable[[float], float]
@@ -181,7 +181,7 @@ class DeMoGuide:
         self.num_planned = 0  # steps on which the planner's action ran (counting every env)
         self.num_steps = 0
         self._rng = np.random.default_rng(seed)
-        self._deterministic_seed = stream_seed(0 if seed is None else seed, PREDICT_PLANNER)  # set again by attach
+        self._deterministic_seed = deterministic_seed(seed)  # set again by attach
         _LIVE_GUIDES.add(self)
 
     # ------------------------------------------------------------------ linking
@@ -259,7 +259,7 @@ class DeMoGuide:
             device=agent.device,
             stream=ROLLOUT_PLANNER,
         )
-        self._deterministic_seed = stream_seed(0 if seed is None else seed, PREDICT_PLANNER)
+        self._deterministic_seed = deterministic_seed(seed)
         if self.seed is None and seed is not None:
             self._rng = np.random.default_rng(seed)
         self.active = active
