@@ -17,6 +17,7 @@ def imagined_transitions(
     states: th.Tensor,
     plan: th.Tensor,
     unscale_action: Callable[[th.Tensor], th.Tensor],
+    generator: th.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Roll a plan through the model and return its transitions, stopping each rollout at termination.
 
@@ -24,18 +25,22 @@ def imagined_transitions(
     :param states: (B, S) start states
     :param plan: (B, H, A) normalised action sequences (e.g. ``PlanResult.mean``)
     :param unscale_action: maps ``[-1, 1]`` actions to the model's (environment) units
+    :param generator: the augmentor's own generator, for a model with ``takes_generator = True``
     :return: observations (N, obs_dim), next observations (N, obs_dim), normalised actions (N, A),
         rewards (N,), terminations (N,), with N <= B * H, as float32 numpy arrays for
         :meth:`~sb3_demo.buffers.AugmentedReplayBuffer.add_imagined`
     """
     observe = getattr(dynamics, "observe", None)
+    model_kwargs = (
+        {"generator": generator} if generator is not None and getattr(dynamics, "takes_generator", False) else {}
+    )
     parts: list[list[th.Tensor]] = [[], [], [], [], []]
     with th.no_grad():
         s = states
         alive = th.ones(states.shape[0], dtype=th.bool, device=states.device)
         for h in range(plan.shape[1]):
             a = plan[:, h]
-            s_next, r, d = dynamics(s, unscale_action(a))
+            s_next, r, d = dynamics(s, unscale_action(a), **model_kwargs)
             d = d.reshape(-1).bool()
             obs, next_obs = (observe(s), observe(s_next)) if observe is not None else (s, s_next)
             for part, value in zip(parts, (obs, next_obs, a, r.reshape(-1), d), strict=True):
@@ -56,6 +61,7 @@ def add_imagined(
     dynamics: DynamicsModel,
     imagination: tuple[th.Tensor, th.Tensor] | None,
     unscale_action: Callable[[th.Tensor], th.Tensor],
+    generator: th.Generator | None = None,
 ) -> None:
     """Roll plans through the model and store the imagined transitions in ``buffer`` (D_MPC); nothing when
     there is nothing to imagine or the buffer does not sample imagined transitions.
@@ -64,7 +70,9 @@ def add_imagined(
     :param dynamics: the planner's model
     :param imagination: (start states (N, S), plan means (N, H, A)), e.g. ``PlanStep.imagination()``
     :param unscale_action: maps ``[-1, 1]`` actions to the model's (environment) units
+    :param generator: the augmentor's own generator (stream ``AUGMENTOR``), for a model with
+        ``takes_generator = True``
     """
     if imagination is None or not augments(buffer):
         return
-    buffer.add_imagined(*imagined_transitions(dynamics, *imagination, unscale_action))
+    buffer.add_imagined(*imagined_transitions(dynamics, *imagination, unscale_action, generator))

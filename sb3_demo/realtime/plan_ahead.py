@@ -24,7 +24,9 @@ under the deadline, as :class:`~sb3_demo.realtime.RealTimeController` does. Ever
 plan and the residuals before ``t``) and the observation of ``t`` (the check, and the fallback).
 
 The planner is only used by one thread at a time: the worker plans, and the controller's own synchronous
-plans and :meth:`reset` first wait for the worker to be idle. Call :meth:`wait_idle` before anything that
+plans and :meth:`reset` first wait for the worker to be idle. The one exception is the actor's action for
+a late plan, computed while the worker may still be planning: a stochastic actor that shares the
+planner's generator then draws in an order that depends on timing. Call :meth:`wait_idle` before anything that
 changes what the worker reads (a model fit, gradient steps on the actor or critic), or run those in the
 same thread between steps, as SB3's off-policy algorithms do after a rollout.
 """

@@ -98,7 +98,8 @@ def test_trajectory_sampling_keeps_row_to_elite_assignment() -> None:
 @pytest.mark.parametrize("rows", [1, 3, 5, 12])
 def test_member_gathered_forward_equals_every_elite_on_every_row(rows: int, elites: list[int] | None) -> None:
     """Each row computed by its own elite only gives the rows that computing every elite on every row
-    selects (row i -> elite i % k), sampled with the same draws of the generator (in row order)."""
+    selects (row i -> elite i % k), sampled with the same draws of the model's or the caller's generator
+    (in row order)."""
     obs, act, next_obs, rew = pendulum_transitions(300, seed=0)
     model = small_model(num_members=7, num_elites=5)
     model.fit(obs, act, next_obs, rew, max_epochs=2)
@@ -113,11 +114,13 @@ def test_member_gathered_forward_equals_every_elite_on_every_row(rows: int, elit
         det, det_reward, _ = model(states, actions, deterministic=True)
         model.generator.manual_seed(3)
         sampled, sampled_reward, _ = model(states, actions, deterministic=False)
+        callers, _, _ = model(states, actions, deterministic=False, generator=th.Generator().manual_seed(3))
     th.testing.assert_close(det, states + mean[:, :3])
     th.testing.assert_close(det_reward, mean[:, 3])
     noise = th.randn((rows, 4), generator=th.Generator().manual_seed(3))
     th.testing.assert_close(sampled, states + mean[:, :3] + std[:, :3] * noise[:, :3])
     th.testing.assert_close(sampled_reward, mean[:, 3] + std[:, 3] * noise[:, 3])
+    th.testing.assert_close(callers, sampled)  # the caller's generator, drawn the same way
 
 
 def test_sampling_follows_predicted_variance_and_is_seeded() -> None:
