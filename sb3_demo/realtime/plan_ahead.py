@@ -11,9 +11,10 @@ that arrived:
   observation agrees with the prediction: ``|observation - prediction| <= tolerance * scale + atol`` in
   every dimension, with ``scale`` the root mean square of the past prediction residuals (the model's usual
   one-step error; a plan from the observation itself already relies on predictions that good) or a fixed
-  ``state_scale``. Until ``warmup`` residuals are known no plan made ahead can be checked, so none is used;
+  ``state_scale``. Until ``warmup`` residuals are known no plan made ahead could be checked: the worker
+  then only predicts (collecting the residuals), and each step is planned on the spot as below;
 - otherwise the plan is not acted on, and the reason is counted (``stale_plans``: the observation
-  contradicted the prediction, or could not be checked yet; ``late_plans``: the plan was not ready by the
+  contradicted the prediction; ``late_plans``: the plan was not ready by the
   deadline or completed no iteration). The step falls back to the actor's action for the observation, or,
   with ``on_stale="replan"``, a stale plan is replaced by a plan from the observation under the step's
   deadline (warm-started from the stale one).
@@ -65,6 +66,7 @@ class _Job:
     predicted: th.Tensor | None = None  # (B, S) the model's prediction of the next observation
     result: PlanResult | None = None  # None: cancelled, or no plan fitted the deadline
     error: Exception | None = None  # raised by the model or the planner, re-raised in the control loop
+    warming_up: bool = False  # only predicted: the check's scale is not known yet
 
 
 class _ResidualScale:
@@ -199,6 +201,9 @@ class PlanAheadController(RealTimeController):
         if job.error is not None:
             raise job.error
         plan, predicted = job.result, job.predicted
+        if ready and job.warming_up and predicted is not None and predicted.shape == x.shape:
+            self.wait_idle()
+            return self.plan_until(x, deadline, start), x - predicted, 0, 0
         if not ready or plan is None or predicted is None or plan.iterations == 0 or predicted.shape != x.shape:
             return self.fallback_result(x, start), None, 0, b
         late_rows = plan.fallback
@@ -299,6 +304,9 @@ class PlanAheadController(RealTimeController):
         job.predicted = predicted.to(dtype=self.planner.dtype)
         if job.residual is not None and self.state_scale is None:
             self._learn_scale(job.residual)
+        if self._bound is None:
+            job.warming_up = True
+            return
         self.set_guard_deadline(job.deadline)
         try:
             job.result = self.planner.plan(job.predicted, deterministic=job.deterministic, deadline=job.deadline)

@@ -160,10 +160,10 @@ def test_a_state_scale_and_tolerance_decide_what_contradicts_the_prediction():
 
 
 def test_by_default_the_check_scales_with_the_models_usual_error_once_known():
-    """A plant that differs from the model by a steady small error: plans are not used before ``warmup``
-    residuals are known (counted as stale), then used, and a push far beyond the usual error makes that
-    step's plan stale (the next one, made from the pushed state, holds again); with ``on_stale="replan"``
-    the stale step is planned from the observation instead of the actor."""
+    """A plant that differs from the model by a steady small error: until ``warmup`` residuals are known the
+    steps are planned on the spot (the worker only predicts), then the plans made ahead are used, and a push
+    far beyond the usual error makes that step's plan stale (the next one, made from the pushed state, holds
+    again); with ``on_stale="replan"`` the stale step is planned from the observation instead of the actor."""
     for on_stale in ("actor", "replan"):
         controller = PlanAheadController(
             make_planner(quadratic_model), LONG, budget=LONG, warmup=3, tolerance=4.0, on_stale=on_stale
@@ -180,12 +180,10 @@ def test_by_default_the_check_scales_with_the_models_usual_error_once_known():
         finally:
             controller.close()
         s = controller.stats.summary()
-        # steps 1-3: the residuals of steps 1, 2, 3 are not all known before step 4; step 8 jumps
-        assert [bool(r.fallback.any()) for r in results] == (
-            [False, True, True, True, False, False, False, False, True, False] if on_stale == "actor" else [False] * 10
-        )
-        assert s["stale_plans"] == 4 and s["late_plans"] == 0
-        assert s["iteration_step_rate"] == (0.6 if on_stale == "actor" else 1.0)
+        # steps 0-3 planned on the spot (the residuals of steps 1, 2, 3 check the plan of step 4); step 8 pushed
+        assert [bool(r.fallback.any()) for r in results] == [False] * 8 + [on_stale == "actor", False]
+        assert s["stale_plans"] == 1 and s["late_plans"] == 0
+        assert s["iteration_step_rate"] == (0.9 if on_stale == "actor" else 1.0)
 
 
 def test_reset_drops_the_plan_made_ahead_and_errors_surface_in_the_control_loop():
@@ -250,7 +248,8 @@ def test_bad_settings_raise():
 
 def test_on_the_leg_twin_plans_made_ahead_hold_and_drive_the_leg():
     """On the fast twin with an exact plant, the nominal model's predictions hold: once the warm-up's
-    residuals are known, every step acts on the plan made ahead, and the leg executes exactly that action."""
+    residuals are known, every step acts on the plan made ahead (made in the worker), and the leg executes
+    exactly that action."""
     from stable_baselines3 import SAC
 
     from sb3_demo.common.policy_fns import policy_prior
@@ -266,6 +265,14 @@ def test_on_the_leg_twin_plans_made_ahead_hold_and_drive_the_leg():
         )
         check_model_allowed(env, planner.dynamics)
         controller = PlanAheadController(planner, LONG, budget=LONG, warmup=5)  # virtual clock: no plan is late
+        plan = planner.plan
+        planned_in: list[str] = []
+
+        def recording_plan(*args, **kwargs) -> object:
+            planned_in.append(threading.current_thread().name)
+            return plan(*args, **kwargs)
+
+        planner.plan = recording_plan  # type: ignore[method-assign]
         obs, _ = env.reset(seed=0)
         fallbacks = []
         for _ in range(16):
@@ -276,10 +283,12 @@ def test_on_the_leg_twin_plans_made_ahead_hold_and_drive_the_leg():
         controller.close()
     finally:
         env.close()
-    # step 0 is planned on the spot; steps 1-5 cannot be checked yet; from step 6 on the plans hold
-    assert fallbacks == [False] + [True] * 5 + [False] * 10
+    # steps 0-5 planned on the spot (the residuals of steps 1-5 check the plan of step 6), then ahead
+    main = threading.current_thread().name
+    assert planned_in[:6] == [main] * 6 and set(planned_in[6:]) == {"plan-ahead"}
+    assert not any(fallbacks)
     s = controller.stats.summary()
-    assert s["steps"] == 16 and s["stale_plans"] == 5 and s["late_plans"] == 0
+    assert s["steps"] == 16 and s["stale_plans"] == 0 and s["late_plans"] == 0
 
 
 def test_demosac_plans_ahead_on_the_leg_twin_and_logs_the_new_path(tmp_path):
