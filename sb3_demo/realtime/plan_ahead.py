@@ -67,6 +67,8 @@ class _Job:
     result: PlanResult | None = None  # None: cancelled, or no plan fitted the deadline
     error: Exception | None = None  # raised by the model or the planner, re-raised in the control loop
     warming_up: bool = False  # only predicted: the check's scale is not known yet
+    cancelled: bool = False  # the control loop no longer wants this plan
+    predicted_ready: threading.Event = field(default_factory=threading.Event)  # ``predicted`` is set (or failed)
 
 
 class _ResidualScale:
@@ -191,25 +193,38 @@ class PlanAheadController(RealTimeController):
         self, job: _Job, x: th.Tensor, deadline: float, start: float
     ) -> tuple[PlanResult, th.Tensor | None, int, int]:
         """The plan made ahead, where it is ready, iterated and agrees with the observation; the actor's
-        action (or a plan made now) elsewhere.
+        action (or a plan made now) elsewhere. The prediction is checked as soon as it is known: a plan
+        that the observation contradicts everywhere is cut short, not waited for.
 
         :return: the step's result, the residuals of the rows whose plan was ready (None: none), and the
             environments whose plan was stale / late
         """
         b = x.shape[0]
+        job.predicted_ready.wait(timeout=max(0.0, deadline - time.perf_counter()))
+        if job.error is not None:
+            raise job.error
+        predicted = job.predicted
+        if predicted is None or predicted.shape != x.shape:  # not even predicted by the deadline
+            self._cut_short(job, deadline, wait=False)
+            return self.fallback_result(x, start), None, 0, b
+        residual = x - predicted
+        if job.warming_up:
+            self.wait_idle()
+            return self.plan_until(x, deadline, start), residual, 0, 0
+        assert self._bound is not None  # known whenever the worker planned
+        stale_rows = (residual.abs() > self._bound).any(dim=1)
+        if bool(stale_rows.all()):
+            if self.on_stale == "replan" and self._cut_short(job, deadline, wait=True):
+                return self.plan_until(x, deadline, start), residual, b, 0
+            self._cut_short(job, deadline, wait=False)
+            return self.fallback_result(x, start), residual, b, 0
         ready = job.done.wait(timeout=max(0.0, deadline - time.perf_counter()))
         if job.error is not None:
             raise job.error
-        plan, predicted = job.result, job.predicted
-        if ready and job.warming_up and predicted is not None and predicted.shape == x.shape:
-            self.wait_idle()
-            return self.plan_until(x, deadline, start), x - predicted, 0, 0
-        if not ready or plan is None or predicted is None or plan.iterations == 0 or predicted.shape != x.shape:
+        plan = job.result
+        if not ready or plan is None or plan.iterations == 0:
             return self.fallback_result(x, start), None, 0, b
         late_rows = plan.fallback
-        residual = x - predicted
-        bound = self._bound
-        stale_rows = (residual.abs() > bound).any(dim=1) if bound is not None else th.ones_like(late_rows)
         stale_rows &= ~late_rows
         stale, late = int(stale_rows.sum()), int(late_rows.sum())
         if late:
@@ -236,6 +251,20 @@ class PlanAheadController(RealTimeController):
             deadline_hit=plan.deadline_hit,
         )
         return result, residual, stale, late
+
+    def _cut_short(self, job: _Job, deadline: float, wait: bool) -> bool:
+        """Stop the worker's plan for ``job`` at its next guarded model call (or before it starts).
+
+        :param wait: wait (until ``deadline`` at most) for the worker to let go of the planner
+        :return: whether the worker has let go of the planner
+        """
+        with self._condition:
+            job.cancelled = True
+            if self._running is job:
+                self.set_guard_deadline(-math.inf)
+        if not wait:
+            return job.done.is_set()
+        return job.done.wait(timeout=max(0.0, deadline - time.perf_counter()))
 
     def _record(
         self, result: PlanResult, step_start: float, start: float, deadline: float, stale: int, late: int
@@ -267,8 +296,10 @@ class PlanAheadController(RealTimeController):
             residual=residual,
         )
         with self._condition:
-            if self._queued is not None:
-                self._queued.done.set()  # cancelled: its result stays None
+            if self._queued is not None:  # never started: its result stays None
+                self._queued.cancelled = True
+                self._queued.predicted_ready.set()
+                self._queued.done.set()
             self._queued = job
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name="plan-ahead", daemon=True)
@@ -298,22 +329,30 @@ class PlanAheadController(RealTimeController):
                     self._condition.notify_all()
 
     def _plan_ahead(self, job: _Job) -> None:
-        """Predict the next observation and plan from it until ``job.deadline``."""
-        with th.no_grad():
-            predicted, _, _ = self._model(job.observation, job.action, **self._predict_kwargs)
-        job.predicted = predicted.to(dtype=self.planner.dtype)
-        if job.residual is not None and self.state_scale is None:
-            self._learn_scale(job.residual)
-        if self._bound is None:
-            job.warming_up = True
+        """Predict the next observation, then plan from it until ``job.deadline`` (unless cut short)."""
+        plan = False
+        try:
+            with th.no_grad():
+                predicted, _, _ = self._model(job.observation, job.action, **self._predict_kwargs)
+            job.predicted = predicted.to(dtype=self.planner.dtype)
+            if job.residual is not None and self.state_scale is None:
+                self._learn_scale(job.residual)
+            with self._condition:  # a cut after this point finds the guards armed with the job's deadline
+                job.warming_up = self._bound is None
+                plan = not (job.warming_up or job.cancelled)
+                if plan:
+                    self.set_guard_deadline(job.deadline)
+        finally:
+            job.predicted_ready.set()
+        if not plan:
             return
-        self.set_guard_deadline(job.deadline)
         try:
             job.result = self.planner.plan(job.predicted, deterministic=job.deterministic, deadline=job.deadline)
         except PlanningDeadlineExceeded:
             job.result = None
         finally:
-            self.set_guard_deadline(None)
+            with self._condition:
+                self.set_guard_deadline(None)
 
     @property
     def _model(self) -> Any:
@@ -352,10 +391,16 @@ class PlanAheadController(RealTimeController):
             self._saved_switch_interval = None
 
     def _cancel(self) -> None:
+        """Drop the plan made ahead and the queued one, cut the running one short, wait for the worker."""
         with self._condition:
             if self._queued is not None:
+                self._queued.cancelled = True
+                self._queued.predicted_ready.set()
                 self._queued.done.set()
                 self._queued = None
+            if self._running is not None:
+                self._running.cancelled = True
+                self.set_guard_deadline(-math.inf)
         self._pending = None
         self.wait_idle()
 

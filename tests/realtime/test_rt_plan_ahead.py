@@ -186,6 +186,33 @@ def test_by_default_the_check_scales_with_the_models_usual_error_once_known():
         assert s["iteration_step_rate"] == (0.9 if on_stale == "actor" else 1.0)
 
 
+@pytest.mark.parametrize("on_stale", ["actor", "replan"])
+def test_a_contradicted_prediction_cuts_its_plan_short(on_stale: str):
+    """The check needs only the prediction: a step whose observation contradicts it does not wait for the
+    rest of a long plan (the worker's plan stops at its next model call), and the next plan holds again."""
+    model = RecordingModel(delay=0.01)  # a plan of 3 iterations x horizon 3 takes over 100 ms
+    planner = make_planner(model, num_iterations=3, horizon=3)
+    controller = PlanAheadController(planner, LONG, budget=LONG, state_scale=1.0, on_stale=on_stale)
+    try:
+        obs = th.zeros(1, 2)
+        for t in range(4):
+            if t == 2:
+                obs = obs + 5.0  # a push
+            start = time.perf_counter()
+            result = controller.act(obs)
+            took = time.perf_counter() - start
+            if t == 2:
+                assert result.fallback.all() if on_stale == "actor" else not result.fallback.any()
+                # a full plan made ahead would take over 100 ms more; a replan takes one plan
+                assert took < (0.08 if on_stale == "actor" else 0.2)
+            else:
+                assert not result.fallback.any()
+            obs = quadratic_model(obs, result.action)[0]
+    finally:
+        controller.close()
+    assert controller.stats.stale_plans == 1 and controller.stats.late_plans == 0
+
+
 def test_reset_drops_the_plan_made_ahead_and_errors_surface_in_the_control_loop():
     model = RecordingModel()
     broken = {"worker": False}
