@@ -61,7 +61,7 @@ class _Job:
     action: th.Tensor  # (B, A) environment units
     deadline: float  # the worker plans until then at the latest (the deadline of step t + 1)
     deterministic: bool  # the planner's ``deterministic`` for this plan (the caller's, at step t)
-    residual: th.Tensor | None = None  # (B', S) observation - prediction of step t, for the check's scale
+    residual: th.Tensor | None = None  # (B, S) observation - prediction of step t, for the check's scale
     done: threading.Event = field(default_factory=threading.Event)
     predicted: th.Tensor | None = None  # (B, S) the model's prediction of the next observation
     result: PlanResult | None = None  # None: cancelled, or no plan fitted the deadline
@@ -196,8 +196,8 @@ class PlanAheadController(RealTimeController):
         action (or a plan made now) elsewhere. The prediction is checked as soon as it is known: a plan
         that the observation contradicts everywhere is cut short, not waited for.
 
-        :return: the step's result, the residuals of the rows whose plan was ready (None: none), and the
-            environments whose plan was stale / late
+        :return: the step's result, the residuals of the rows whose prediction was made (None: none), and
+            the environments whose plan was stale / late
         """
         b = x.shape[0]
         job.predicted_ready.wait(timeout=max(0.0, deadline - time.perf_counter()))
@@ -223,12 +223,10 @@ class PlanAheadController(RealTimeController):
             raise job.error
         plan = job.result
         if not ready or plan is None or plan.iterations == 0:
-            return self.fallback_result(x, start), None, 0, b
+            return self.fallback_result(x, start), residual, 0, b
         late_rows = plan.fallback
         stale_rows &= ~late_rows
         stale, late = int(stale_rows.sum()), int(late_rows.sum())
-        if late:
-            residual = residual[~late_rows]
         if stale + late == 0:
             return replace_elapsed(plan, time.perf_counter() - start), residual, 0, 0
         if stale and self.on_stale == "replan":
