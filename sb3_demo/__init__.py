@@ -38,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "DeMoVecEnvWrapper": "sb3_demo.wrappers",
     "DeMoCallback": "sb3_demo.wrappers",
     "RealTimeController": "sb3_demo.realtime",
+    "PlanAheadController": "sb3_demo.realtime",
     "SafetyWrapper": "sb3_demo.realtime",
     "LatencyStats": "sb3_demo.realtime",
     "ThreadedTrainCallback": "sb3_demo.realtime",
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from sb3_demo.policies import DeMoPolicy
     from sb3_demo.realtime import (
         LatencyStats,
+        PlanAheadController,
         RealTimeController,
         SafetyWrapper,
         ThreadedTrainCallback,
@@ -85,6 +87,7 @@ __all__ = [  # the same names as _EXPORTS (a test keeps them equal); static so l
     "MountainCarContinuousDynamics",
     "MuJoCoRolloutDynamics",
     "PendulumDynamics",
+    "PlanAheadController",
     "PlanResult",
     "PlannerConfig",
     "RealTimeController",
