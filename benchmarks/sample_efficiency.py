@@ -102,6 +102,15 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "sampled": _SAMPLED,
         "capped": _CAPPED,
         "uncapped": _UNCAPPED,
+        # branched model rollouts (MBPO-style): 100 one-step rollouts from real replay states with the actor
+        # every env step, half of each batch model data (model data older than 1000 env steps unused), 10
+        # gradient steps per env step
+        "branched": {
+            **DEMO_SETTINGS["Pendulum-v1"],
+            "branched_rollouts": dict(num_rollouts=100, rollout_freq=1, rollout_length=1),
+            "replay_buffer_kwargs": dict(imagined_fraction=0.5, imagined_buffer_size=100_000, imagined_max_age=1000),
+            "gradient_steps": 10,
+        },
     },
 }
 
@@ -128,7 +137,7 @@ def make_algo(name: str, env_id: str, seed: int, variant: str | None = None) -> 
     if name == "td3":
         return TD3("MlpPolicy", env, seed=seed, **params)
     cls = DeMoSAC if name == "demosac" else DeMoTD3
-    return cls("MlpPolicy", env, seed=seed, **params, **demo_settings(env_id, variant))
+    return cls("MlpPolicy", env, seed=seed, **{**params, **demo_settings(env_id, variant)})  # a variant may set SAC's
 
 
 def main() -> None:
