@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import pathlib
+from typing import Any, ClassVar
 
+import torch as th
 from stable_baselines3 import SAC
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.sac.policies import SACPolicy
 
+from sb3_demo.algorithms.checkpoint import demo_from_base
 from sb3_demo.algorithms.planning import DeMoMixin
 
 
@@ -44,3 +48,23 @@ class DeMoSAC(DeMoMixin, SAC):
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = SAC.policy_aliases
     policy: SACPolicy
+
+    @classmethod
+    def from_sac(
+        cls,
+        source: SAC | str | pathlib.Path,
+        env: GymEnv | str | None = None,
+        device: th.device | str = "auto",
+        **kwargs: Any,
+    ) -> DeMoSAC:
+        """A DeMoSAC that starts from a trained SAC: its actor and critic (with their optimisers, and
+        the entropy coefficient) and a fresh
+        dynamics model.
+
+        :param source: a ``stable_baselines3.SAC`` or the path of its ``save`` file
+        :param env: the training env (default: the SAC's own, when it has one)
+        :param device: the device
+        :param kwargs: every other argument of DeMoSAC (``planner_kwargs``, ``model``, ...); ``policy_kwargs``,
+            ``gamma``, ``tau``, ``batch_size`` and ``seed`` default to the SAC's
+        """
+        return demo_from_base(cls, SAC, source, env=env, device=device, **kwargs)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import pathlib
+from typing import Any, ClassVar
 
+import torch as th
 from stable_baselines3 import TD3
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.td3.policies import TD3Policy
 
+from sb3_demo.algorithms.checkpoint import demo_from_base
 from sb3_demo.algorithms.planning import DeMoMixin
 
 
@@ -26,3 +30,23 @@ class DeMoTD3(DeMoMixin, TD3):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = TD3.policy_aliases
     policy: TD3Policy
     _plan_deterministic_in_rollout = True
+    _from_base_method = "from_td3"
+
+    @classmethod
+    def from_td3(
+        cls,
+        source: TD3 | str | pathlib.Path,
+        env: GymEnv | str | None = None,
+        device: th.device | str = "auto",
+        **kwargs: Any,
+    ) -> DeMoTD3:
+        """A DeMoTD3 that starts from a trained TD3: its actor and critic (with their optimisers) and a fresh
+        dynamics model.
+
+        :param source: a ``stable_baselines3.TD3`` or the path of its ``save`` file
+        :param env: the training env (default: the TD3's own, when it has one)
+        :param device: the device
+        :param kwargs: every other argument of DeMoTD3 (``planner_kwargs``, ``model``, ...); ``policy_kwargs``,
+            ``gamma``, ``tau``, ``batch_size`` and ``seed`` default to the TD3's
+        """
+        return demo_from_base(cls, TD3, source, env=env, device=device, **kwargs)

@@ -12,7 +12,11 @@
   rollout ends (with ``train_freq=(1, "episode")``: between episodes, off a robot's control loop); then the
   branched model rollouts that are due (``branched_rollouts``, :mod:`sb3_demo.common.model_rollouts`).
 
-``predict`` plans too (``predict_with_planner``), with a planner state of its own.
+``predict`` plans too (``predict_with_planner``), with a planner of its own whose warm start travels in
+``predict``'s ``state`` (see :mod:`sb3_demo.common.plan_state`). Every use of randomness has a stream of its
+own derived from ``seed`` (:mod:`sb3_demo.common.seeding`): the rollout planner (with the actor prior's
+samples and the model's noise in its rollouts), the imagined transitions, ``predict``'s planner and the
+model's fits, so that evaluating never moves what training draws.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from sb3_demo.algorithms.checkpoint import check_demo_checkpoint
 from sb3_demo.buffers import AugmentedReplayBuffer
+from sb3_demo.common.env_checks import check_finite_step
 from sb3_demo.common.hardware import check_model_allowed, is_hardware_env
 from sb3_demo.common.imagination import add_imagined
 from sb3_demo.common.model_factory import (
@@ -46,6 +52,7 @@ from sb3_demo.common.model_rollouts import (
     rollout_generator,
     rollout_settings,
 )
+from sb3_demo.common.plan_state import plan_predict
 from sb3_demo.common.policy_fns import CriticReduce, vec_normalize_obs_transform
 from sb3_demo.common.policy_planner import (
     DEFAULT_PLANNER_KWARGS,
@@ -55,6 +62,7 @@ from sb3_demo.common.policy_planner import (
     planner_settings,
 )
 from sb3_demo.common.schedule import DeMoSchedule, fit_model_from_buffer, fit_settings
+from sb3_demo.common.seeding import AUGMENTOR, PREDICT_PLANNER, ROLLOUT_PLANNER, stream_generator
 from sb3_demo.planner import DMDMPCPlanner
 
 
@@ -105,6 +113,8 @@ class DeMoMixin:
     _vec_normalize_env: VecNormalize | None
 
     _plan_deterministic_in_rollout = False
+    # the classmethod that starts this algorithm from its base algorithm's checkpoint (named in load's error)
+    _from_base_method = "from_sac"
 
     def __init__(
         self,
@@ -193,6 +203,7 @@ class DeMoMixin:
             self.dynamics = agent_dynamics(self, self.model, self.model_kwargs, env_id=self.env_id)
             if self.env is not None and is_hardware_env(self.env):  # plan through a model, never the robot itself
                 check_model_allowed(self.env, self.dynamics)
+        self._augmentor_generator = stream_generator(self.seed, AUGMENTOR, self.device)
         self.planner = self._make_rollout_planner() if self.dynamics is not None else None
         self._eval_planner = None
         self._setup_rollout_runner()
@@ -229,10 +240,13 @@ class DeMoMixin:
         """The rollout planner's :class:`~sb3_demo.realtime.LatencyStats` (None when not under a deadline)."""
         return getattr(self.planner, "stats", None)
 
-    def _make_planner(self, deterministic_prior: bool = False) -> DMDMPCPlanner:
+    def _make_planner(self, stream: str = ROLLOUT_PLANNER, deterministic_prior: bool = False) -> DMDMPCPlanner:
         """The planner over ``self.dynamics``; ``deterministic_prior`` for evaluation (same obs, same action).
 
         With VecNormalize the planner works on original observations; the actor/critic see normalised ones.
+
+        :param stream: the planner's random stream (``ROLLOUT_PLANNER`` or ``PREDICT_PLANNER``)
+        :param deterministic_prior: the actor's mean action as the prior
         """
         settings = self.planner_kwargs
         if hasattr(self.dynamics, "state_from_env"):  # simulator states (model='mujoco') lose precision in float32
@@ -248,6 +262,7 @@ class DeMoMixin:
             deterministic_prior=deterministic_prior,
             seed=self.seed,
             device=self.device,
+            stream=stream,
         )
 
     def set_env(self, env: Any, force_reset: bool = True) -> None:
@@ -315,10 +330,15 @@ class DeMoMixin:
         dones: np.ndarray,
         infos: list[dict[str, Any]],
     ) -> None:
+        check_finite_step(new_obs, reward, infos, self.num_timesteps // max(1, len(infos)))
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)  # type: ignore[misc]
         if self.planner is not None:
             add_imagined(
-                replay_buffer, self.dynamics, getattr(self, "_pending_imagined", None), self.planner.unscale_action
+                replay_buffer,
+                self.dynamics,
+                getattr(self, "_pending_imagined", None),
+                self.planner.unscale_action,
+                self._augmentor_generator,
             )
         self._pending_imagined = None
         if self.planner is not None and np.any(dones):
@@ -384,7 +404,10 @@ class DeMoMixin:
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """Plan an action (or the bare actor's, with ``predict_with_planner=False`` or before the model is ready).
 
-        ``episode_start`` (as passed by ``evaluate_policy``) resets the plans of new episodes.
+        As a recurrent policy's: ``state`` is the previous call's plan state (None: a fresh plan), the
+        returned state the next call's, and ``episode_start`` (as passed by ``evaluate_policy``) starts the
+        plans of new episodes afresh (see :mod:`sb3_demo.common.plan_state`). With ``deterministic=True``
+        the same (observation, state) gives the same action; nothing here moves a stream training uses.
         """
         ready = self.planner is not None and (not self.uses_learned_model or self.model_fitted)
         if not (self.predict_with_planner and ready) or hasattr(self.dynamics, "state_from_env"):
@@ -399,20 +422,30 @@ class DeMoMixin:
                 f"{self.observation_space.shape}"
             )
         if self._eval_planner is None:
-            self._eval_planner = self._make_planner(deterministic_prior=True)
-        planner = self._eval_planner
-        planner.ensure_batch(obs.shape[0])
-        if episode_start is not None and np.any(episode_start):
-            planner.reset(np.flatnonzero(episode_start))
-        result = planner.plan(th.as_tensor(obs, device=self.device), deterministic=deterministic)
-        actions = self.policy.unscale_action(result.normalized_action.detach().cpu().numpy())
+            self._eval_planner = self._make_planner(PREDICT_PLANNER, deterministic_prior=True)
+        step, next_state = plan_predict(
+            self._eval_planner,
+            th.as_tensor(obs, device=self.device),
+            state,
+            episode_start,
+            deterministic,
+            self.seed,
+        )
+        actions = self.policy.unscale_action(step.result.normalized_action.detach().cpu().numpy())
         actions = np.clip(actions, self.action_space.low, self.action_space.high)
-        return (actions if vectorized else actions[0]), state
+        return (actions if vectorized else actions[0]), next_state
 
     # ------------------------------------------------------------------ saving
 
+    @classmethod
+    def load(cls, path: Any, *args: Any, **kwargs: Any) -> Any:
+        """SB3's ``load``; a plain SAC/TD3 file gets a clear error that points to ``from_sac``/``from_td3``."""
+        check_demo_checkpoint(path, cls.__name__, cls._from_base_method)
+        return super().load(path, *args, **kwargs)  # type: ignore[misc]
+
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "planner", "_eval_planner", "dynamics", "_pending_imagined"]  # type: ignore[misc]
+        excluded = super()._excluded_save_params()  # type: ignore[misc]
+        return [*excluded, "planner", "_eval_planner", "dynamics", "_pending_imagined", "_augmentor_generator"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()  # type: ignore[misc]

@@ -29,7 +29,8 @@ def model_rollout(
         or a policy)
     :param length: model steps
     :param unscale_action: maps ``[-1, 1]`` actions to the model's (environment) units
-    :param generator: the caller's generator for a model's sampling noise (a model with ``takes_generator``)
+    :param generator: the caller's generator for a model's sampling noise, for a model with
+        ``takes_generator = True``
     :return: observations (N, obs_dim), next observations (N, obs_dim), normalised actions (N, A),
         rewards (N,), terminations (N,), with N <= B * length, as float32 numpy arrays for
         :meth:`~sb3_demo.buffers.AugmentedReplayBuffer.add_imagined`
@@ -83,6 +84,7 @@ def add_imagined(
     dynamics: DynamicsModel,
     imagination: tuple[th.Tensor, th.Tensor] | None,
     unscale_action: Callable[[th.Tensor], th.Tensor],
+    generator: th.Generator | None = None,
 ) -> None:
     """Roll plans through the model and store the imagined transitions in ``buffer`` (D_MPC); nothing when
     there is nothing to imagine or the buffer does not sample imagined transitions.
@@ -91,7 +93,9 @@ def add_imagined(
     :param dynamics: the planner's model
     :param imagination: (start states (N, S), plan means (N, H, A)), e.g. ``PlanStep.imagination()``
     :param unscale_action: maps ``[-1, 1]`` actions to the model's (environment) units
+    :param generator: the augmentor's own generator (stream ``AUGMENTOR``), for a model with
+        ``takes_generator = True``
     """
     if imagination is None or not augments(buffer):
         return
-    buffer.add_imagined(*imagined_transitions(dynamics, *imagination, unscale_action))
+    buffer.add_imagined(*imagined_transitions(dynamics, *imagination, unscale_action, generator))

@@ -21,9 +21,7 @@ The planner's imagined transitions (D_MPC) and the branched rollouts share that 
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +30,10 @@ import torch as th
 from gymnasium import spaces
 
 from sb3_demo.common.imagination import model_rollout
+from sb3_demo.common.policy_fns import ObsTransform, policy_prior
+from sb3_demo.common.seeding import MODEL_ROLLOUTS, stream_generator
 
 RolloutLength = int | tuple[int, int, int, int]
-
-# the rollouts' generator is seeded apart from the other uses of the algorithm's seed
-ROLLOUT_SEED_OFFSET = 7919
 
 
 def _is_int(value: Any) -> bool:
@@ -173,52 +170,13 @@ def sample_start_observations(buffer: Any, n: int, generator: th.Generator | Non
     return np.asarray(buffer.observations[flat // buffer.n_envs, flat % buffer.n_envs], dtype=np.float32).reshape(n, -1)
 
 
-def actor_rollout_policy(
-    policy: Any,
-    deterministic: bool,
-    obs_transform: Callable[[th.Tensor], th.Tensor] | None = None,
-    generator: th.Generator | None = None,
-) -> Callable[[th.Tensor], th.Tensor]:
-    """``act(obs (N, obs_dim)) -> (N, A)`` normalised actions of an SB3 SAC/TD3 policy's actor.
-
-    :param policy: the algorithm's ``policy``
-    :param deterministic: the actor's mean action (SAC) instead of a sample
-    :param obs_transform: maps the model's (original) observations to the policy's input (VecNormalize)
-    :param generator: a squashed-Gaussian actor (SAC without gSDE) samples ``tanh(mean + std * noise)`` with it;
-        None: the policy's own sampling
-    """
-    actor = getattr(policy, "actor", None)
-    own_sampling = (
-        not deterministic
-        and generator is not None
-        and hasattr(actor, "get_action_dist_params")
-        and not getattr(actor, "use_sde", False)
-    )
-
-    def act(obs: th.Tensor) -> th.Tensor:
-        x = obs.to(dtype=th.float32)
-        if obs_transform is not None:
-            x = obs_transform(x)
-        with th.no_grad():
-            if own_sampling:
-                assert actor is not None and generator is not None
-                mean, log_std, _ = actor.get_action_dist_params(x)
-                noise = th.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-                return th.tanh(mean + log_std.exp() * noise)
-            return policy._predict(x, deterministic=deterministic)
-
-    return act
-
-
 def rollout_generator(seed: int | None, device: th.device | str = "cpu") -> th.Generator:
-    """The branched rollouts' own generator on ``device``, seeded from the algorithm's ``seed``.
+    """The branched rollouts' own generator on ``device``: the stream ``MODEL_ROLLOUTS`` of ``seed``.
 
     :param seed: the algorithm's seed (None: fresh entropy from the operating system)
     :param device: the device of the rollouts' tensors
     """
-    generator = th.Generator(device=th.device(device))
-    generator.manual_seed(secrets.randbits(63) if seed is None else (int(seed) + ROLLOUT_SEED_OFFSET) % 2**63)
-    return generator
+    return stream_generator(seed, MODEL_ROLLOUTS, device)
 
 
 class ModelRolloutRunner:
@@ -262,7 +220,7 @@ class ModelRolloutRunner:
         dynamics: Any,
         policy: Any,
         action_space: spaces.Box,
-        obs_transform: Callable[[th.Tensor], th.Tensor] | None = None,
+        obs_transform: ObsTransform | None = None,
         logger: Any = None,
     ) -> int:
         """Run the rounds that are due now (call only while :meth:`active`) and store them in ``buffer``.
@@ -289,7 +247,7 @@ class ModelRolloutRunner:
         obs = sample_start_observations(buffer, rounds * self.settings.num_rollouts, self.generator)
         low = th.as_tensor(np.asarray(action_space.low, dtype=np.float32), device=device)
         high = th.as_tensor(np.asarray(action_space.high, dtype=np.float32), device=device)
-        act = actor_rollout_policy(policy, self.settings.deterministic, obs_transform, self.generator)
+        act = policy_prior(policy, action_space, obs_transform, self.settings.deterministic, self.generator)
         transitions = model_rollout(
             dynamics,
             th.as_tensor(obs, device=device),

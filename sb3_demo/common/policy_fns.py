@@ -119,17 +119,33 @@ def is_squashed(policy: nn.Module) -> bool:
     return bool(getattr(policy, "squash_output", False))
 
 
-def raw_policy_actions(policy: nn.Module, obs: th.Tensor, deterministic: bool = True) -> th.Tensor:
+def samples_own_noise(policy: nn.Module) -> bool:
+    """Whether a stochastic action of ``policy`` can be drawn with a caller's generator: a squashed-Gaussian
+    actor (SAC, TQC, CrossQ without gSDE), sampled as ``tanh(mean + std * noise)``."""
+    actor = getattr(policy, "actor", None)
+    return hasattr(actor, "get_action_dist_params") and not getattr(actor, "use_sde", False)
+
+
+def raw_policy_actions(
+    policy: nn.Module, obs: th.Tensor, deterministic: bool = True, generator: th.Generator | None = None
+) -> th.Tensor:
     """The policy's output for a batch of (already transformed) observations.
 
     :param policy: an SB3 ``BasePolicy`` (uses ``_predict(obs, deterministic)``) or a plain ``nn.Module``
         (``policy(obs)``)
     :param obs: (N, obs_dim)
     :param deterministic: SAC: the actor's mean instead of a sample
+    :param generator: the generator of a stochastic action's noise (see :func:`samples_own_noise`), so that
+        sampling never draws from torch's global generator; None (or another kind of policy): the policy's
+        own sampling
     :return: (N, A) actions, in ``[-1, 1]`` for squashed policies, environment units otherwise
     """
     predict = getattr(policy, "_predict", None)
     with th.no_grad():
+        if not deterministic and generator is not None and samples_own_noise(policy):
+            mean, log_std, _ = policy.actor.get_action_dist_params(obs)  # type: ignore[union-attr,operator]
+            noise = th.randn(mean.shape, generator=generator, device=generator.device, dtype=mean.dtype)
+            return th.tanh(mean + log_std.exp() * noise.to(mean.device))
         if predict is not None:
             return predict(obs, deterministic=deterministic)
         return policy(obs)
@@ -145,6 +161,7 @@ def policy_prior(
     action_space: spaces.Box,
     obs_transform: ObsTransform | None = None,
     deterministic: bool = True,
+    generator: th.Generator | None = None,
 ) -> Callable[[th.Tensor], th.Tensor]:
     """``prior(obs (N, obs_dim)) -> (N, A)`` in ``[-1, 1]`` from any SB3 policy (squashed or not).
 
@@ -154,6 +171,7 @@ def policy_prior(
         VecNormalize statistics the policy was trained with
     :param deterministic: the policy's deterministic action (False: SAC samples its actor, the planner's
         proposals then explore)
+    :param generator: the generator of a stochastic prior's noise (see :func:`raw_policy_actions`)
     """
     squashed = is_squashed(policy)
     low = th.as_tensor(np.asarray(action_space.low, dtype=np.float32)).reshape(-1)
@@ -164,7 +182,7 @@ def policy_prior(
         x = obs.to(device=_policy_device(policy, obs.device), dtype=th.float32)
         if obs_transform is not None:
             x = obs_transform(x)
-        actions = raw_policy_actions(policy, x, deterministic).reshape(obs.shape[0], action_dim)
+        actions = raw_policy_actions(policy, x, deterministic, generator).reshape(obs.shape[0], action_dim)
         actions = actions.to(obs.device, th.float32)
         if squashed:
             return actions.clamp(-1.0, 1.0)

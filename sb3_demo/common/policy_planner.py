@@ -7,6 +7,9 @@
 - :func:`plan_step`: plan for a batch of observations, log under ``planner/`` and return what the
   augmentor needs to imagine transitions.
 
+Each planner draws from one random stream of its own (:mod:`sb3_demo.common.seeding`): its sampling, a
+stochastic prior's samples and a stochastic model's noise in its rollouts.
+
 Under ``VecNormalize`` the planner and the model work on original observations while the policy sees
 normalised ones (``obs_transform``).
 """
@@ -30,6 +33,7 @@ from sb3_demo.common.policy_fns import (
     policy_value,
     prior_rollout_value,
 )
+from sb3_demo.common.seeding import reseeded, stream_generator
 from sb3_demo.dynamics.base import DynamicsModel
 from sb3_demo.planner import DMDMPCPlanner, PlannerConfig, PlanResult
 
@@ -145,6 +149,7 @@ def make_policy_planner(
     deterministic_prior: bool = False,
     seed: int | None = None,
     device: th.device | str = "cpu",
+    stream: str | None = None,
 ) -> DMDMPCPlanner:
     """A :class:`~sb3_demo.DMDMPCPlanner` over ``dynamics`` with ``policy`` as its prior.
 
@@ -161,10 +166,15 @@ def make_policy_planner(
     :param obs_transform: maps the planner's observations to the policy's (VecNormalize), or None
     :param deterministic_prior: the policy's deterministic action as prior (False: SAC samples its actor, so
         the prior's proposals explore; True for evaluation and a fixed policy's layer)
-    :param seed: the planner's sampling seed
+    :param seed: the front end's seed (the algorithm's ``seed``; None: fresh entropy from the OS)
     :param device: torch device of the planner's state
+    :param stream: the planner's random stream (:mod:`sb3_demo.common.seeding`), derived from ``seed``:
+        the planner's sampling, a stochastic prior's samples and a stochastic model's noise all draw from
+        its generator; None: ``seed`` seeds the planner's generator itself and the prior samples as the
+        policy does
     """
-    prior = policy_prior(policy, action_space, obs_transform, deterministic=deterministic_prior)
+    generator = None if stream is None else stream_generator(seed, stream, device)
+    prior = policy_prior(policy, action_space, obs_transform, deterministic=deterministic_prior, generator=generator)
     value = None
     if critic is not None and critic.use:
         value = policy_value(policy, critic.reduce, obs_transform, gate=critic.gate(agent))
@@ -178,8 +188,9 @@ def make_policy_planner(
         prior=prior,
         action_low=th.as_tensor(action_space.low, dtype=th.float64),
         action_high=th.as_tensor(action_space.high, dtype=th.float64),
-        seed=seed,
+        seed=seed if generator is None else None,
         device=device,
+        generator=generator,
     )
 
 
@@ -222,9 +233,23 @@ class PlanStep:
         return self.states[index], self.result.mean[index]
 
 
-def plan_step(planner: Any, states: th.Tensor, deterministic: bool, logger: Any = None) -> PlanStep:
-    """Plan for ``states`` (B, S) and log the plan under ``planner/`` (no logger: no logging)."""
-    result = planner.plan(states, deterministic=deterministic)
+def plan_step(
+    planner: Any, states: th.Tensor, deterministic: bool, logger: Any = None, reseed: int | None = None
+) -> PlanStep:
+    """Plan for ``states`` (B, S) and log the plan under ``planner/`` (no logger: no logging).
+
+    :param planner: a :class:`~sb3_demo.DMDMPCPlanner` (or a controller around one)
+    :param states: (B, S) the states to plan from
+    :param deterministic: the plan's mean action (True) or a stochastic one
+    :param logger: the SB3 logger, or None
+    :param reseed: a seed: the planner's generator draws this plan's noise as if freshly seeded with it,
+        then goes on where it was (the same states and warm start give the same plan); None: its stream
+    """
+    if reseed is None:
+        result = planner.plan(states, deterministic=deterministic)
+    else:
+        with reseeded(planner.generator, reseed):
+            result = planner.plan(states, deterministic=deterministic)
     if logger is not None:
         record_plan(logger, result)
     return PlanStep(result=result, states=states)

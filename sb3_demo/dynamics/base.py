@@ -15,7 +15,10 @@ Optional attributes the planner reads when a model has them:
 
 - ``state_dim`` / ``action_dim``: checked against the states and the planner's action size,
 - ``can_terminate = False``: the model never terminates, so the planner skips termination masking,
-- ``observe(states)``: see above.
+- ``observe(states)``: see above,
+- ``takes_generator = True``: a stochastic model whose ``__call__`` accepts ``generator=`` (a
+  ``torch.Generator`` on the model's device) for its sampling noise; the planner passes its own, so
+  that each planner's draws are a stream of their own.
 
 Models must not write into their inputs (the planner passes strided views).
 

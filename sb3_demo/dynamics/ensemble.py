@@ -118,8 +118,12 @@ class EnsembleDynamics(nn.Module):
         same number of calls). 0: off
     :param improvement_threshold: relative hold-out MSE improvement that resets the patience counter
     :param device: torch device
-    :param seed: seed of the model's initialisation, data split and sampling noise
+    :param seed: seed of the model's initialisation, its fits' draws (data split, bootstrap, batch order)
+        and its own sampling noise (each a stream of its own)
     """
+
+    # forward() takes the caller's generator for its sampling noise (see sb3_demo.dynamics.base)
+    takes_generator = True
 
     def __init__(
         self,
@@ -224,8 +228,12 @@ class EnsembleDynamics(nn.Module):
         self.fresh_fit_size: th.Tensor
 
         self.to(device)
+        # two streams: sampling (for callers that pass no generator of their own) and fitting, so that no
+        # prediction ever moves what a fit draws
         self.generator = th.Generator(device=self.device)
         self.generator.manual_seed(seed + 1)
+        self.fit_generator = th.Generator(device=self.device)
+        self.fit_generator.manual_seed(seed + 2)
         self.optimizer: th.optim.Optimizer | None = None
 
     # ------------------------------------------------------------------ basics
@@ -266,18 +274,21 @@ class EnsembleDynamics(nn.Module):
         logvar = self.min_logvar + nn.functional.softplus(logvar - self.min_logvar)
         return mean, logvar
 
-    def _device_generator(self) -> th.Generator:
-        """The sampling generator, re-created (and seeded from the old one) after ``.to(device)``."""
-        if self.generator.device != self.device:
-            old = self.generator
+    def _device_generator(self, name: str = "generator") -> th.Generator:
+        """The generator ``name`` (``"generator"`` or ``"fit_generator"``), re-created (and seeded from the old
+        one) after ``.to(device)``."""
+        old: th.Generator = getattr(self, name)
+        if old.device != self.device:
             seed = int(th.randint(0, 2**62, (1,), generator=old, device=old.device).item())
-            self.generator = th.Generator(device=self.device)
-            self.generator.manual_seed(seed)
-        return self.generator
+            setattr(self, name, th.Generator(device=self.device).manual_seed(seed))
+        return getattr(self, name)
 
-    def _sample(self, mean: th.Tensor, logvar: th.Tensor) -> th.Tensor:
-        """A draw from N(mean, exp(logvar)) with the model's generator (noise in the shape of ``mean``)."""
-        noise = th.randn(mean.shape, generator=self._device_generator(), device=self.device, dtype=mean.dtype)
+    def _sample(self, mean: th.Tensor, logvar: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
+        """A draw from N(mean, exp(logvar)) (noise in the shape of ``mean``) with ``generator`` (None: the
+        model's sampling generator)."""
+        if generator is None:
+            generator = self._device_generator()
+        noise = th.randn(mean.shape, generator=generator, device=self.device, dtype=mean.dtype)
         return mean + th.exp(0.5 * logvar) * noise
 
     def _elite_members(self) -> th.Tensor | int:
@@ -308,13 +319,19 @@ class EnsembleDynamics(nn.Module):
     # ------------------------------------------------------------------ prediction
 
     def forward(
-        self, states: th.Tensor, actions: th.Tensor, deterministic: bool | None = None
+        self,
+        states: th.Tensor,
+        actions: th.Tensor,
+        deterministic: bool | None = None,
+        generator: th.Generator | None = None,
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """One step of trajectory-sampling propagation through the elites.
 
         :param states: (N, S)
         :param actions: (N, A) in environment units
         :param deterministic: use the members' means (default: the ``deterministic`` attribute)
+        :param generator: the caller's generator for the sampling noise (on the model's device), e.g. a
+            planner's own; None: the model's sampling generator
         :return: next_states (N, S), rewards (N,), terminated (N,) bool, in the dtype of ``states``
         """
         self._check_inputs(states, actions)
@@ -333,7 +350,7 @@ class EnsembleDynamics(nn.Module):
             own = th.arange(n, device=self.device)
             mean, logvar = mean_all[own % k, own], logvar_all[own % k, own]  # (n, out)
             if not deterministic:
-                mean = self._sample(mean, logvar)
+                mean = self._sample(mean, logvar, generator)
         else:
             pad = (-n) % k
             if pad:
@@ -342,7 +359,7 @@ class EnsembleDynamics(nn.Module):
             x = x.reshape(-1, k, self.input_dim).transpose(0, 1)
             mean, logvar = self._core(x, self._elite_members())
             if not deterministic:
-                mean = self._sample(mean, logvar)
+                mean = self._sample(mean, logvar, generator)
             mean = mean.transpose(0, 1).reshape(-1, self.output_dim)[:n]
         out = mean * self.target_std + self.target_mean
         next_states = s + out[:, : self.observation_dim]
@@ -429,7 +446,7 @@ class EnsembleDynamics(nn.Module):
         reinitialize = self._fresh_start(inputs, targets, reinit_growth)
         x_all = (inputs - self.input_mean) / self.input_std
         y_all = (targets - self.target_mean) / self.target_std
-        generator = self._device_generator()
+        generator = self._device_generator("fit_generator")
         split = self._split(x_all.shape[0], generator)
         x_val, y_val = x_all[split.validation], y_all[split.validation]
         if self.optimizer is None:
@@ -617,8 +634,10 @@ class EnsembleDynamics(nn.Module):
     @th.no_grad()
     def reinitialize(self) -> None:
         """Draw fresh weights for every member (the constructor's initialisation, seeded from the model's
-        generator), reset the log-variance bounds, drop the optimiser and mark the model unfitted."""
-        seed = int(th.randint(0, 2**62, (1,), generator=self._device_generator(), device=self.device).item())
+        fit generator), reset the log-variance bounds, drop the optimiser and mark the model unfitted."""
+        seed = int(
+            th.randint(0, 2**62, (1,), generator=self._device_generator("fit_generator"), device=self.device).item()
+        )
         init_generator = th.Generator().manual_seed(seed)
         for layer in [*self.layers, self.output_layer]:
             layer.reset_parameters(init_generator)
@@ -662,11 +681,13 @@ class EnsembleDynamics(nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["generator"] = self.generator.get_state()
+        state["fit_generator"] = self.fit_generator.get_state()
         state["optimizer"] = None  # rebuilt at the next fit
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         generator_state = state.pop("generator")
+        fit_generator_state = state.pop("fit_generator", None)  # None: pickled before fits had a stream
         state.setdefault("disagreement_penalty", 0.0)  # models saved before the setting existed
         buffers = state.get("_buffers", {})
         if "fresh_fit_size" not in buffers:  # models saved before fresh starts existed
@@ -674,6 +695,8 @@ class EnsembleDynamics(nn.Module):
         self.__dict__.update(state)
         self.generator = th.Generator(device=self.device)
         self.generator.set_state(generator_state)
+        self.fit_generator = th.Generator(device=self.device)
+        self.fit_generator.set_state(generator_state if fit_generator_state is None else fit_generator_state)
 
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
         # state dicts saved before fresh starts existed have no ``fresh_fit_size``: none yet

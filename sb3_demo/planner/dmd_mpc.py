@@ -330,7 +330,8 @@ class DMDMPCPlanner:
         terminated (N,))`` with actions in environment units (see :class:`~sb3_demo.dynamics.DynamicsModel`).
         If it has ``observe(states) -> observations``, the prior and terminal value see observations.
         Optional attributes the planner uses: ``state_dim`` / ``action_dim`` (checked against the input),
-        ``can_terminate = False`` (skips the termination bookkeeping of the rollouts).
+        ``can_terminate = False`` (skips the termination bookkeeping of the rollouts), ``takes_generator =
+        True`` (the model samples its noise from the planner's generator, passed as ``generator=``).
     :param action_dim: A
     :param terminal_value: ``V(obs (N, obs_dim)) -> (N,)`` added with weight ``discount^H``
     :param prior: ``pi(obs (N, obs_dim)) -> actions (N, A)`` in ``[-1, 1]`` (the SB3 actor); used for
@@ -340,8 +341,8 @@ class DMDMPCPlanner:
     :param action_high: scalar or (A,) upper bounds in environment units (default 1)
     :param seed: seed of the planner's own random generator (None: drawn from torch's global generator)
     :param device: torch device of the planner's state
-    :param generator: the random generator of the planner's sampling, on ``device`` (default: a new one,
-        seeded with ``seed``)
+    :param generator: the random generator of the planner's sampling (and of a model with
+        ``takes_generator = True``), on ``device`` (default: a new one, seeded with ``seed``)
     :param settings: single settings by keyword (``horizon=5``), applied over ``config``
     """
 
@@ -392,6 +393,7 @@ class DMDMPCPlanner:
         state_dim = getattr(self.dynamics, "state_dim", None)
         self._state_dim: int | None = state_dim if isinstance(state_dim, int) else None
         self._can_terminate = getattr(self.dynamics, "can_terminate", True) is not False
+        self._model_takes_generator = getattr(self.dynamics, "takes_generator", False) is True
         self.utility = config.utility
         self.normalize_returns = config.normalize_returns
         self.terminal_value = terminal_value
@@ -560,10 +562,16 @@ class DMDMPCPlanner:
             a = self.prior_actions(s)
             seq[:, h] = a
             if h + 1 < self.horizon:
-                s, _, _ = self.dynamics(s, self.unscale_action(a))
+                s, _, _ = self._model_step(s, self.unscale_action(a))
                 if deadline is not None and time.perf_counter() > deadline:
                     raise PlanningDeadlineExceeded
         return seq.reshape(b, count, self.horizon, self.action_dim)
+
+    def _model_step(self, states: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """One model step; a stochastic model that takes a generator samples from the planner's."""
+        if self._model_takes_generator:
+            return self.dynamics(states, actions, generator=self.generator)  # type: ignore[call-arg]
+        return self.dynamics(states, actions)
 
     def _to_env(self, normalized: th.Tensor) -> th.Tensor:
         """``[-1, 1]`` -> environment units (no copy when the bounds are already [-1, 1])."""
@@ -603,7 +611,7 @@ class DMDMPCPlanner:
         alive: th.Tensor | None = None  # None while no rollout has terminated
         weight = 1.0
         for h in range(actions.shape[1]):
-            s, r, done = self.dynamics(s, actions[:, h])
+            s, r, done = self._model_step(s, actions[:, h])
             if r.dim() != 1:
                 r = r.reshape(n)
             if r.dtype != self.dtype:

@@ -37,6 +37,7 @@ from stable_baselines3.common.utils import get_device
 from torch import nn
 
 from sb3_demo.common.model_factory import check_model_dims, check_spaces, env_id_of
+from sb3_demo.common.plan_state import plan_predict
 from sb3_demo.common.policy_fns import (
     CriticReduce,
     ObsNormalizer,
@@ -50,6 +51,7 @@ from sb3_demo.common.policy_planner import (
     make_policy_planner,
     planner_settings,
 )
+from sb3_demo.common.seeding import PREDICT_PLANNER
 from sb3_demo.dynamics.base import DynamicsModel, as_dynamics
 from sb3_demo.planner import DMDMPCPlanner, PlanResult
 
@@ -132,6 +134,7 @@ class DeMoPolicy(BasePolicy):
             obs_transform=obs_normalizer,
             deterministic_prior=True,
             seed=seed,
+            stream=PREDICT_PLANNER,
         )
         self.uses_terminal_value = use_critic
 
@@ -226,28 +229,37 @@ class DeMoPolicy(BasePolicy):
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """Planned actions for original observations; ``episode_start`` resets those environments' plans.
+        """Planned actions for original observations, as a recurrent policy's ``predict``.
 
         :param observation: (obs_dim,) or (B, obs_dim)
-        :param state: unused (kept for the SB3 signature)
-        :param episode_start: (B,) bool, True where an episode begins (``evaluate_policy`` passes it)
-        :param deterministic: the plan's weighted mean (True) or a stochastic action
-        :return: actions in environment units, within the action space's bounds, and ``state``
+        :param state: the previous call's plan state (the warm start), None for a fresh plan (see
+            :mod:`sb3_demo.common.plan_state`)
+        :param episode_start: (B,) bool, True where an episode begins: that plan starts afresh
+            (``evaluate_policy`` passes it)
+        :param deterministic: the plan's weighted mean, with noise seeded afresh for the call (the same
+            observation and state give the same action), or a stochastic action
+        :return: actions in environment units, within the action space's bounds, and the next state
         """
-        if episode_start is not None:
-            starts = np.flatnonzero(np.asarray(episode_start, dtype=bool).reshape(-1))
-            mean = self.planner.mean
-            if starts.size > 0 and mean is not None:
-                n = mean.shape[0]
-                self.planner.reset(starts[starts < n])
-        return super().predict(observation, state, episode_start, deterministic)
+        obs_tensor, vectorized = self.obs_to_tensor(observation)
+        assert isinstance(obs_tensor, th.Tensor)
+        with th.no_grad():
+            states = obs_tensor.reshape(obs_tensor.shape[0], -1)
+            step, next_state = plan_predict(self.planner, states, state, episode_start, deterministic, self.seed_value)
+        self._count(step.result)
+        assert isinstance(self.action_space, spaces.Box)
+        normalized = step.result.normalized_action.cpu().numpy().reshape((-1, *self.action_space.shape))
+        actions = np.clip(self.unscale_action(normalized), self.action_space.low, self.action_space.high)
+        return (actions if vectorized else actions.squeeze(axis=0)), next_state
+
+    def _count(self, result: PlanResult) -> None:
+        self.last_plan = result
+        self.num_plans += int(result.fallback.numel())
+        self.num_fallbacks += int(result.fallback.sum())
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         assert isinstance(observation, th.Tensor)
         result = self.planner.plan(observation.reshape(observation.shape[0], -1), deterministic=deterministic)
-        self.last_plan = result
-        self.num_plans += int(result.fallback.numel())
-        self.num_fallbacks += int(result.fallback.sum())
+        self._count(result)
         return result.normalized_action
 
     def forward(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:

@@ -14,6 +14,7 @@ from typing import Any
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
+from sb3_demo.common.env_checks import check_finite_step
 from sb3_demo.common.executed_action import store_executed_actions
 from sb3_demo.common.imagination import add_imagined, augments
 from sb3_demo.common.model_rollouts import (
@@ -25,6 +26,7 @@ from sb3_demo.common.model_rollouts import (
 )
 from sb3_demo.common.policy_fns import vec_normalize_obs_transform
 from sb3_demo.common.schedule import DeMoSchedule, fit_model_from_buffer, fit_settings
+from sb3_demo.common.seeding import AUGMENTOR, stream_generator
 from sb3_demo.wrappers.demo_wrapper import find_guides
 from sb3_demo.wrappers.guide import DeMoGuide, check_agent, live_guides
 
@@ -82,6 +84,7 @@ class DeMoCallback(BaseCallback):
         self.guides: list[DeMoGuide] = []
         self.eval_guides: list[DeMoGuide] = []
         self.dynamics: Any = None
+        self._augmentor_generator: Any = None  # the imagined transitions' stream, set with the agent
         self.model_fitted = False
         self.last_model_fit = -1
         self.num_model_fits = 0
@@ -125,6 +128,7 @@ class DeMoCallback(BaseCallback):
             guide.evaluation = False
             guide.keep_plans = self._augments()
         self.guides = guides
+        self._augmentor_generator = stream_generator(agent.seed, AUGMENTOR, agent.device)
         self.eval_guides = []
         if self.attach_eval_envs:
             for guide in live_guides():
@@ -181,6 +185,9 @@ class DeMoCallback(BaseCallback):
     # ------------------------------------------------------------------ each step
 
     def _on_step(self) -> bool:
+        infos = self.locals.get("infos")
+        if infos is not None and "new_obs" in self.locals and "rewards" in self.locals:  # before SB3 stores them
+            check_finite_step(self.locals["new_obs"], self.locals["rewards"], infos, self.num_timesteps // len(infos))
         self._store_executed_actions()
         progress = float(self.model._current_progress_remaining)
         for guide in self.guides:
@@ -230,5 +237,9 @@ class DeMoCallback(BaseCallback):
         for guide in self.guides:
             if guide.planner is not None:
                 add_imagined(
-                    self.agent.replay_buffer, guide.dynamics, guide.pop_last_plan(), guide.planner.unscale_action
+                    self.agent.replay_buffer,
+                    guide.dynamics,
+                    guide.pop_last_plan(),
+                    guide.planner.unscale_action,
+                    self._augmentor_generator,
                 )

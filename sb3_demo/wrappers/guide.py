@@ -32,6 +32,7 @@ from sb3_demo.common.policy_planner import (
     plan_step,
     planner_settings,
 )
+from sb3_demo.common.seeding import ROLLOUT_PLANNER, deterministic_seed
 from sb3_demo.planner import DMDMPCPlanner
 
 GuideProb = float | str | Callable[[float], float]
@@ -180,6 +181,7 @@ class DeMoGuide:
         self.num_planned = 0  # steps on which the planner's action ran (counting every env)
         self.num_steps = 0
         self._rng = np.random.default_rng(seed)
+        self._deterministic_seed = deterministic_seed(seed)  # set again by attach
         _LIVE_GUIDES.add(self)
 
     # ------------------------------------------------------------------ linking
@@ -255,7 +257,9 @@ class DeMoGuide:
             obs_transform=vec_normalize_obs_transform(vec_normalize, agent.device),
             seed=seed,
             device=agent.device,
+            stream=ROLLOUT_PLANNER,
         )
+        self._deterministic_seed = deterministic_seed(seed)
         if self.seed is None and seed is not None:
             self._rng = np.random.default_rng(seed)
         self.active = active
@@ -313,14 +317,17 @@ class DeMoGuide:
 
     def _plan(self, states: th.Tensor) -> PlanStep:
         """Plan for every env of the batch, with the agent's networks in evaluation mode (batch norm, as in
-        CrossQ, must not learn from planning batches)."""
+        CrossQ, must not learn from planning batches). A deterministic plan's noise is seeded afresh: the
+        same observation and warm start give the same action."""
         assert self.planner is not None
         policy = self.agent.policy
         was_training = bool(policy.training)
         if was_training:
             policy.set_training_mode(False)
         try:
-            return plan_step(self.planner, states, self.deterministic or self.evaluation, self.logger)
+            deterministic = self.deterministic or self.evaluation
+            reseed = self._deterministic_seed if deterministic else None
+            return plan_step(self.planner, states, deterministic, self.logger, reseed=reseed)
         finally:
             if was_training:
                 policy.set_training_mode(True)

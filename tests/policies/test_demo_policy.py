@@ -135,8 +135,9 @@ def _episode_actions(layer: DeMoPolicy, env_id: str, steps: int = 15) -> np.ndar
     obs, _ = env.reset(seed=3)
     out = []
     start = np.array([True])
+    state = None  # the warm start travels in predict's state
     for _ in range(steps):
-        action, _ = layer.predict(obs[None], episode_start=start, deterministic=True)
+        action, state = layer.predict(obs[None], state=state, episode_start=start, deterministic=True)
         start = np.array([False])
         out.append(action[0])
         obs, *_ = env.step(action[0])
