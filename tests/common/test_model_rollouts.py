@@ -25,7 +25,13 @@ from sb3_demo.common.model_rollouts import (
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SMALL_PLANNER = dict(horizon=4, num_samples=24, num_particles=1, num_iterations=2)
-SMALL = dict(learning_starts=50, batch_size=64, policy_kwargs=dict(net_arch=[32, 32]), seed=0)
+
+
+def _small() -> dict[str, Any]:
+    """Small-agent settings (fresh each time: SB3 writes into ``policy_kwargs``)."""
+    return dict(learning_starts=50, batch_size=64, policy_kwargs=dict(net_arch=[32, 32]), seed=0)
+
+
 ROLLOUTS = dict(num_rollouts=16, rollout_freq=1, rollout_length=2)
 MODEL_DATA = dict(imagined_fraction=0.5, imagined_buffer_size=20_000)
 
@@ -36,7 +42,7 @@ def _demo(algo: type, **kwargs: Any) -> Any:
         planner_kwargs=SMALL_PLANNER,
         branched_rollouts=ROLLOUTS,
         replay_buffer_kwargs=MODEL_DATA,
-        **SMALL,
+        **_small(),
     )
     kw.update(kwargs)
     return algo("MlpPolicy", gym.make("Pendulum-v1"), **kw)
@@ -139,7 +145,8 @@ def test_rollouts_start_from_real_states_and_follow_the_true_dynamics() -> None:
     np.testing.assert_array_equal(obs[32:64], next_obs[:32])
     np.testing.assert_array_equal(obs[64:], next_obs[32:64])
     # the actions are the actor's (deterministic here)
-    expected = agent.policy._predict(th.as_tensor(obs), deterministic=True).numpy()
+    with th.no_grad():
+        expected = agent.policy._predict(th.as_tensor(obs), deterministic=True).numpy()
     np.testing.assert_allclose(actions, expected, atol=1e-6)
     # the transitions are gymnasium's own Pendulum steps
     env = gym.make("Pendulum-v1").unwrapped
@@ -253,7 +260,9 @@ def test_learned_model_rollouts_wait_for_the_first_fit() -> None:
 
 def test_stock_sac_with_callback_learns_with_rollouts() -> None:
     venv = DeMoVecEnvWrapper(make_vec_env("Pendulum-v1", seed=0), model="analytic", planner_kwargs=SMALL_PLANNER)
-    agent = SAC("MlpPolicy", venv, replay_buffer_class=AugmentedReplayBuffer, replay_buffer_kwargs=MODEL_DATA, **SMALL)
+    agent = SAC(
+        "MlpPolicy", venv, replay_buffer_class=AugmentedReplayBuffer, replay_buffer_kwargs=MODEL_DATA, **_small()
+    )
     callback = DeMoCallback(add_imagined=False, branched_rollouts=ROLLOUTS)
     agent.learn(150, callback=callback)
     assert callback.rollout_runner is not None
