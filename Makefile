@@ -31,8 +31,8 @@ demo-analytic: $(STAMP)
 		planner_kwargs:"dict(horizon=5, num_samples=64, num_particles=1, num_iterations=2, temperature=1.0)"
 
 test: $(STAMP)
-	$(PY) -m ruff check sb3_demo tests benchmarks examples
-	$(PY) -m ruff format --check sb3_demo tests benchmarks examples
+	$(PY) -m ruff check sb3_demo tests benchmarks examples docs
+	$(PY) -m ruff format --check sb3_demo tests benchmarks examples docs
 	$(PY) -m mypy sb3_demo
 	$(PY) -m pytest -q
 

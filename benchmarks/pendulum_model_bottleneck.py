@@ -33,10 +33,11 @@ from stable_baselines3.common.monitor import Monitor
 from sb3_demo import PendulumDynamics
 from sb3_demo.common.model_factory import make_dynamics
 from sb3_demo.common.schedule import fit_model_from_buffer
+from sb3_demo.common.seeding import PREDICT_PLANNER
 
 
 def evaluate(model: Any, seed: int, no_value: bool = False, no_prior: bool = False) -> float:
-    planner = model._make_planner(deterministic_prior=True)
+    planner = model.make_planner(PREDICT_PLANNER, deterministic_prior=True)
     if no_value:
         planner.terminal_value = None
     if no_prior:

@@ -157,7 +157,10 @@ class DeMoMixin:
         self.critic_reduce: CriticReduce = critic_reduce
         self.use_terminal_value = use_terminal_value
         self.terminal_value_starts = terminal_value_starts
-        self.schedule, self.critic_value  # noqa: B018 (validate the settings now)
+        # built once here so bad settings fail now, before SB3's set-up; the properties rebuild them from
+        # the attributes, which RL Zoo and load() may set afterwards
+        DeMoSchedule(model_train_freq, model_learning_starts, planner_starts)
+        CriticValue(use_terminal_value, critic_reduce, terminal_value_starts)
         self.imagined_rollouts = imagined_rollouts
         self.predict_with_planner = predict_with_planner
         self.branched_rollouts = rollout_settings(branched_rollouts)
@@ -221,7 +224,7 @@ class DeMoMixin:
 
     def _make_rollout_planner(self) -> Any:
         """The planner that picks rollout actions: under a RealTimeController when ``realtime`` says so."""
-        planner = self._make_planner()
+        planner = self.make_planner()
         if self.realtime is False or self.env is None:
             return planner
         from sb3_demo.realtime import RealTimeController
@@ -240,7 +243,7 @@ class DeMoMixin:
         """The rollout planner's :class:`~sb3_demo.realtime.LatencyStats` (None when not under a deadline)."""
         return getattr(self.planner, "stats", None)
 
-    def _make_planner(self, stream: str = ROLLOUT_PLANNER, deterministic_prior: bool = False) -> DMDMPCPlanner:
+    def make_planner(self, stream: str = ROLLOUT_PLANNER, deterministic_prior: bool = False) -> DMDMPCPlanner:
         """The planner over ``self.dynamics``; ``deterministic_prior`` for evaluation (same obs, same action).
 
         With VecNormalize the planner works on original observations; the actor/critic see normalised ones.
@@ -422,7 +425,7 @@ class DeMoMixin:
                 f"{self.observation_space.shape}"
             )
         if self._eval_planner is None:
-            self._eval_planner = self._make_planner(PREDICT_PLANNER, deterministic_prior=True)
+            self._eval_planner = self.make_planner(PREDICT_PLANNER, deterministic_prior=True)
         step, next_state = plan_predict(
             self._eval_planner,
             th.as_tensor(obs, device=self.device),

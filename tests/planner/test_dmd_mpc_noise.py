@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch as th
 
@@ -58,20 +60,15 @@ class DistantGoal:
         return next_states, (next_states[:, 0] >= 2.5).to(states.dtype), th.zeros(states.shape[0], dtype=th.bool)
 
 
+def distant_goal_planner(seed: int, **settings: Any) -> DMDMPCPlanner:
+    """A float64 planner over :class:`DistantGoal` with unit initial spread."""
+    return DMDMPCPlanner(DistantGoal(), 1, init_std=1.0, seed=seed, dtype=th.float64, **settings)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_brown_noise_finds_a_reward_that_white_noise_cannot_see(seed: int) -> None:
     def first_plan(beta: float) -> float:
-        planner = DMDMPCPlanner(
-            DistantGoal(),
-            1,
-            horizon=40,
-            num_samples=200,
-            num_iterations=1,
-            init_std=1.0,
-            noise_beta=beta,
-            seed=seed,
-            dtype=th.float64,
-        )
+        planner = distant_goal_planner(seed, horizon=40, num_samples=200, num_iterations=1, noise_beta=beta)
         result = planner.plan(th.zeros(1, 1, dtype=th.float64))
         assert bool(((result.mean >= -1.0) & (result.mean <= 1.0)).all())  # bounds respected
         return float(result.expected_return[0])
@@ -82,18 +79,8 @@ def test_brown_noise_finds_a_reward_that_white_noise_cannot_see(seed: int) -> No
 
 def test_coloured_planner_is_reproducible_and_respects_bounds() -> None:
     def actions(seed: int) -> th.Tensor:
-        planner = DMDMPCPlanner(
-            DistantGoal(),
-            1,
-            horizon=30,
-            num_samples=64,
-            num_iterations=2,
-            noise_beta=2.0,
-            init_std=1.0,
-            action_low=-0.5,
-            action_high=2.0,
-            seed=seed,
-            dtype=th.float64,
+        planner = distant_goal_planner(
+            seed, horizon=30, num_samples=64, num_iterations=2, noise_beta=2.0, action_low=-0.5, action_high=2.0
         )
         state, out = th.zeros(2, 1, dtype=th.float64), []
         for _ in range(5):
