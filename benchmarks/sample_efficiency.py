@@ -75,6 +75,20 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "HalfCheetah-v5": MUJOCO_SETTINGS,
 }
 
+
+def _mbpo_variant(rollout_length: Any, gradient_steps: int) -> dict[str, Any]:
+    """MBPO's regime over MUJOCO_SETTINGS: 100k rollouts every 250 env steps (400 per step) right after a model
+    fit every 250 steps, 95% model data in each batch (real_ratio 0.05), model data of the last 1000 env steps
+    only (model_retain_epochs=1)."""
+    return {
+        **MUJOCO_SETTINGS,
+        "model_train_freq": 250,
+        "branched_rollouts": dict(num_rollouts=100_000, rollout_freq=250, rollout_length=rollout_length),
+        "replay_buffer_kwargs": dict(imagined_fraction=0.95, imagined_buffer_size=400_000, imagined_max_age=1000),
+        "gradient_steps": gradient_steps,
+    }
+
+
 # Named alternatives to DEMO_SETTINGS (``--variant``), per env: what each one changes.
 # always warm-started fits, capped at 500 gradient steps
 _CAPPED = {**DEMO_SETTINGS["Pendulum-v1"], "model_fit_kwargs": dict(max_grad_steps=500)}
@@ -102,7 +116,20 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "sampled": _SAMPLED,
         "capped": _CAPPED,
         "uncapped": _UNCAPPED,
+        # branched model rollouts (MBPO-style): 100 one-step rollouts from real replay states with the actor
+        # every env step, half of each batch model data (model data older than 1000 env steps unused), 10
+        # gradient steps per env step
+        "branched": {
+            **DEMO_SETTINGS["Pendulum-v1"],
+            "branched_rollouts": dict(num_rollouts=100, rollout_freq=1, rollout_length=1),
+            "replay_buffer_kwargs": dict(imagined_fraction=0.5, imagined_buffer_size=100_000, imagined_max_age=1000),
+            "gradient_steps": 10,
+        },
     },
+    # MBPO's regime (jannerm/mbpo configs), not measured here: HalfCheetah's one-step rollouts and 40 gradient steps
+    # per env step; Hopper's rollout length 1 -> 15 between 20k and 150k env steps and 20 gradient steps
+    "HalfCheetah-v5": {"branched": _mbpo_variant(rollout_length=1, gradient_steps=40)},
+    "Hopper-v5": {"branched": _mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=20)},
 }
 
 
@@ -128,7 +155,7 @@ def make_algo(name: str, env_id: str, seed: int, variant: str | None = None) -> 
     if name == "td3":
         return TD3("MlpPolicy", env, seed=seed, **params)
     cls = DeMoSAC if name == "demosac" else DeMoTD3
-    return cls("MlpPolicy", env, seed=seed, **params, **demo_settings(env_id, variant))
+    return cls("MlpPolicy", env, seed=seed, **{**params, **demo_settings(env_id, variant)})  # a variant may set SAC's
 
 
 def main() -> None:

@@ -96,14 +96,15 @@ class AugmentedReplayBuffer(ReplayBuffer):
         action: np.ndarray,
         reward: np.ndarray,
         done: np.ndarray,
-    ) -> None:
-        """Store a batch of imagined transitions.
+    ) -> int:
+        """Store a batch of imagined transitions (rows with a non-finite entry are dropped).
 
         :param obs: (N, obs_dim)
         :param next_obs: (N, obs_dim)
         :param action: (N, act_dim) in the buffer's (normalised) action space
         :param reward: (N,)
         :param done: (N,) true terminations only (no time limits in imagination)
+        :return: transitions stored
         """
         n = obs.shape[0]
         expected = {"obs": (n, *self.obs_shape), "next_obs": (n, *self.obs_shape), "action": (n, self.action_dim)}
@@ -123,7 +124,7 @@ class AugmentedReplayBuffer(ReplayBuffer):
             obs, next_obs, action, reward, done = (x[finite] for x in (obs, next_obs, action, reward, done))
             n = obs.shape[0]
         if n == 0:
-            return
+            return 0
         if n > self.imagined_buffer_size:
             obs, next_obs, action, reward, done = (
                 x[-self.imagined_buffer_size :] for x in (obs, next_obs, action, reward, done)
@@ -139,6 +140,7 @@ class AugmentedReplayBuffer(ReplayBuffer):
         if self.imagined_pos + n >= self.imagined_buffer_size:
             self.imagined_full = True
         self.imagined_pos = int((self.imagined_pos + n) % self.imagined_buffer_size)
+        return n
 
     # ------------------------------------------------------------------ sampling
 

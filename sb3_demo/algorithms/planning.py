@@ -9,7 +9,8 @@
 - ``_store_transition``: resets the plans of finished episodes and adds the planner's imagined
   transitions to an :class:`~sb3_demo.buffers.AugmentedReplayBuffer`,
 - ``_on_step`` / ``collect_rollouts``: a learned model's fit falls due on its schedule and runs when the
-  rollout ends (with ``train_freq=(1, "episode")``: between episodes, off a robot's control loop).
+  rollout ends (with ``train_freq=(1, "episode")``: between episodes, off a robot's control loop); then the
+  branched model rollouts that are due (``branched_rollouts``, :mod:`sb3_demo.common.model_rollouts`).
 
 ``predict`` plans too (``predict_with_planner``), with a planner of its own whose warm start travels in
 ``predict``'s ``state`` (see :mod:`sb3_demo.common.plan_state`). Every use of randomness has a stream of its
@@ -43,6 +44,13 @@ from sb3_demo.common.model_factory import (
     env_id_of,
     make_dynamics,
     single_envs,
+)
+from sb3_demo.common.model_rollouts import (
+    BranchedRollouts,
+    ModelRolloutRunner,
+    check_rollout_target,
+    rollout_generator,
+    rollout_settings,
 )
 from sb3_demo.common.plan_state import plan_predict
 from sb3_demo.common.policy_fns import CriticReduce, vec_normalize_obs_transform
@@ -81,6 +89,10 @@ class DeMoMixin:
     :param imagined_rollouts: planned sequences stored per step as imagined transitions (0: none); the
         top-weighted mean plan is rolled through the model
     :param predict_with_planner: ``predict`` plans (True) or returns the bare actor's action (False)
+    :param branched_rollouts: MBPO-style model rollouts from real replay states with the current actor, stored as
+        model data in the AugmentedReplayBuffer: a dict of :class:`~sb3_demo.common.model_rollouts.BranchedRollouts`
+        settings (``num_rollouts``, ``rollout_freq``, ``rollout_length``, ``deterministic``, ``rollouts_start``);
+        None: off
     :param realtime: the rollout planner under a :class:`~sb3_demo.realtime.RealTimeController`: ``None``
         on hardware envs only, ``True``/``False`` always/never, or the controller's keyword arguments;
         ``plan_ahead=True`` among them plans each step while the previous action executes
@@ -122,6 +134,7 @@ class DeMoMixin:
         terminal_value_starts: int = 0,
         imagined_rollouts: int = 1,
         predict_with_planner: bool = True,
+        branched_rollouts: dict[str, Any] | BranchedRollouts | None = None,
         realtime: bool | dict[str, Any] | None = None,
         replay_buffer_class: type[ReplayBuffer] | None = AugmentedReplayBuffer,
         _init_setup_model: bool = True,
@@ -152,6 +165,8 @@ class DeMoMixin:
         CriticValue(use_terminal_value, critic_reduce, terminal_value_starts)
         self.imagined_rollouts = imagined_rollouts
         self.predict_with_planner = predict_with_planner
+        self.branched_rollouts = rollout_settings(branched_rollouts)
+        self.rollout_runner: ModelRolloutRunner | None = None
         self.realtime = realtime
         self.env_id = env_id_of(env) if not isinstance(env, str) else env
         if hasattr(env, "action_space") and hasattr(env, "observation_space"):  # fail before SB3's asserts
@@ -196,6 +211,18 @@ class DeMoMixin:
         self._augmentor_generator = stream_generator(self.seed, AUGMENTOR, self.device)
         self.planner = self._make_rollout_planner() if self.dynamics is not None else None
         self._eval_planner = None
+        self._setup_rollout_runner()
+
+    def _setup_rollout_runner(self) -> None:
+        """The branched rollouts' runner (kept when ``load`` restored one with the same settings)."""
+        settings = self.branched_rollouts = rollout_settings(self.branched_rollouts)
+        if settings is None:
+            self.rollout_runner = None
+            return
+        check_rollout_target(self.replay_buffer, self.model, type(self).__name__)
+        runner = self.rollout_runner
+        if runner is None or not runner.fits(settings, self.device):
+            self.rollout_runner = ModelRolloutRunner(settings, rollout_generator(self.seed, self.device))
 
     def _make_rollout_planner(self) -> Any:
         """The planner that picks rollout actions: under a RealTimeController when ``realtime`` says so."""
@@ -342,7 +369,24 @@ class DeMoMixin:
         if self._model_fit_due:
             self._model_fit_due = False
             self.fit_model()
+        self._branched_rollouts()
         return rollout
+
+    def _branched_rollouts(self) -> None:
+        """The branched model rollouts that are due, stored as model data before the gradient steps."""
+        runner = self.rollout_runner
+        if runner is None or self.dynamics is None:
+            return
+        if runner.active(self.num_timesteps, self.learning_starts, self.uses_learned_model, self.model_fitted):
+            runner.maybe_run(
+                self.num_timesteps,
+                self.replay_buffer,
+                self.dynamics,
+                self.policy,
+                self.action_space,
+                vec_normalize_obs_transform(self._vec_normalize_env, self.device),
+                self.logger,
+            )
 
     def dump_logs(self) -> None:
         stats = self.latency_stats

@@ -3,7 +3,8 @@
 A DeMo algorithm draws random numbers for several independent purposes: the rollout planner (its
 samples, its stochastic actor prior's samples and a stochastic model's noise in its rollouts, all from the
 planner's generator, see :func:`~sb3_demo.common.policy_planner.make_policy_planner`), ``predict``'s
-planner and the imagined transitions (D_MPC); the learned model's fits draw from the model's own
+planner, the imagined transitions (D_MPC) and the branched model rollouts (their start states, the actor's
+samples and the model's noise); the learned model's fits draw from the model's own
 ``fit_generator``. Each gets a stream of its own, derived from the algorithm's ``seed`` and the stream's
 name, so that what one purpose draws (e.g. an evaluation's ``predict``) never moves another (e.g.
 training's rollouts), and none draws from torch's or numpy's global generators.
@@ -22,7 +23,8 @@ import torch as th
 ROLLOUT_PLANNER = "rollout_planner"
 PREDICT_PLANNER = "predict_planner"
 AUGMENTOR = "augmentor"
-STREAMS = (ROLLOUT_PLANNER, PREDICT_PLANNER, AUGMENTOR)
+MODEL_ROLLOUTS = "model_rollouts"
+STREAMS = (ROLLOUT_PLANNER, PREDICT_PLANNER, AUGMENTOR, MODEL_ROLLOUTS)
 
 
 def stream_seed(seed: int | None, stream: str) -> int:

@@ -17,6 +17,14 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from sb3_demo.common.env_checks import check_finite_step
 from sb3_demo.common.executed_action import store_executed_actions
 from sb3_demo.common.imagination import add_imagined, augments
+from sb3_demo.common.model_rollouts import (
+    BranchedRollouts,
+    ModelRolloutRunner,
+    check_rollout_target,
+    rollout_generator,
+    rollout_settings,
+)
+from sb3_demo.common.policy_fns import vec_normalize_obs_transform
 from sb3_demo.common.schedule import DeMoSchedule, fit_model_from_buffer, fit_settings
 from sb3_demo.common.seeding import AUGMENTOR, stream_generator
 from sb3_demo.wrappers.demo_wrapper import find_guides
@@ -35,7 +43,9 @@ class DeMoCallback(BaseCallback):
     - adds the planner's imagined transitions (the plan's mean rolled through the model) when the agent's
       buffer is an :class:`~sb3_demo.buffers.AugmentedReplayBuffer` with ``imagined_fraction > 0``,
     - fits a learned model (``model="ensemble"``) on the real transitions every ``model_train_freq`` steps,
-    - switches the planner on at ``planner_starts``.
+    - switches the planner on at ``planner_starts``,
+    - at the end of each rollout collection, runs the branched model rollouts that are due
+      (``branched_rollouts``), before the agent's gradient steps.
 
     :param model_train_freq: fit a learned model every this many env steps (counting every env)
     :param model_learning_starts: env steps before the first fit (default: the agent's ``learning_starts``)
@@ -44,6 +54,9 @@ class DeMoCallback(BaseCallback):
     :param planner_starts: env steps before the planner acts; ``"auto"``: once a learned model has been
         fitted, at the agent's ``learning_starts`` for other models
     :param add_imagined: add imagined transitions to an AugmentedReplayBuffer
+    :param branched_rollouts: MBPO-style model rollouts from real replay states with the agent's actor, stored as
+        model data in the agent's AugmentedReplayBuffer (``imagined_fraction > 0``): a dict of
+        :class:`~sb3_demo.common.model_rollouts.BranchedRollouts` settings; None: off
     :param attach_eval_envs: also attach, for evaluation, the DeMo wrappers of this process that nothing
         attached (e.g. RL Zoo's evaluation env, built with the same wrapper): they then plan
         deterministically on every step, with the training model, once the planner is on
@@ -57,6 +70,7 @@ class DeMoCallback(BaseCallback):
         model_fit_kwargs: dict[str, Any] | None = None,
         planner_starts: int | str = "auto",
         add_imagined: bool = True,
+        branched_rollouts: dict[str, Any] | BranchedRollouts | None = None,
         attach_eval_envs: bool = True,
         verbose: int = 0,
     ) -> None:
@@ -64,6 +78,8 @@ class DeMoCallback(BaseCallback):
         self.schedule = DeMoSchedule(model_train_freq, model_learning_starts, planner_starts)
         self.model_fit_kwargs = fit_settings(model_fit_kwargs)
         self.add_imagined = add_imagined
+        self.branched_rollouts = rollout_settings(branched_rollouts)
+        self.rollout_runner: ModelRolloutRunner | None = None
         self.attach_eval_envs = attach_eval_envs
         self.guides: list[DeMoGuide] = []
         self.eval_guides: list[DeMoGuide] = []
@@ -123,6 +139,12 @@ class DeMoCallback(BaseCallback):
                 guide.attach(agent, dynamics=shared, vec_normalize=vec_normalize, active=False)
                 guide.evaluation = True
                 self.eval_guides.append(guide)
+        if self.branched_rollouts is not None:
+            check_rollout_target(agent.replay_buffer, guides[0].model, "DeMoCallback")
+            if self.rollout_runner is None or not self.rollout_runner.fits(self.branched_rollouts, agent.device):
+                self.rollout_runner = ModelRolloutRunner(
+                    self.branched_rollouts, rollout_generator(agent.seed, agent.device)
+                )
         self._update_activity()
 
     def _augments(self) -> bool:
@@ -183,6 +205,23 @@ class DeMoCallback(BaseCallback):
         if steps > 0:
             self.logger.record("demo/guided_fraction", sum(g.num_planned for g in self.guides) / steps)
         return True
+
+    def _on_rollout_end(self) -> None:
+        runner = self.rollout_runner
+        dynamics = self.dynamics if self.dynamics is not None else self.guides[0].dynamics if self.guides else None
+        if runner is None or dynamics is None:
+            return
+        agent = self.agent
+        if runner.active(self.num_timesteps, agent.learning_starts, self.uses_learned_model, self.model_fitted):
+            runner.maybe_run(
+                self.num_timesteps,
+                agent.replay_buffer,
+                dynamics,
+                agent.policy,
+                agent.action_space,
+                vec_normalize_obs_transform(agent.get_vec_normalize_env(), agent.device),
+                self.logger,
+            )
 
     def _store_executed_actions(self) -> None:
         buffer_actions = self.locals.get("buffer_actions")
