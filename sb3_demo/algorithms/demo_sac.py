@@ -59,9 +59,8 @@ class DeMoSAC(DeMoMixin, SAC):
         device: th.device | str = "auto",
         **kwargs: Any,
     ) -> DeMoSAC:
-        """A DeMoSAC that starts from a trained SAC: its actor and critic (with their optimisers, and
-        the entropy coefficient) and a fresh
-        dynamics model.
+        """A DeMoSAC that starts from a trained SAC: its actor and critic (with their optimisers, and the
+        entropy coefficient) and a fresh dynamics model.
 
         :param source: a ``stable_baselines3.SAC`` or the path of its ``save`` file
         :param env: the training env (default: the SAC's own, when it has one)

@@ -209,6 +209,7 @@ class DeMoMixin:
             if self.env is not None and is_hardware_env(self.env):  # plan through a model, never the robot itself
                 check_model_allowed(self.env, self.dynamics)
         self._augmentor_generator = stream_generator(self.seed, AUGMENTOR, self.device)
+        self.close_planner()
         self.planner = self._make_rollout_planner() if self.dynamics is not None else None
         self._eval_planner = None
         self._setup_rollout_runner()
@@ -275,6 +276,7 @@ class DeMoMixin:
         super().set_env(env, force_reset=force_reset)  # type: ignore[misc]
         if self.model == "mujoco":
             self.dynamics = make_dynamics("mujoco", self.observation_space, self.action_space, env=self.env)
+            self.close_planner()
             self.planner = self._make_rollout_planner()
             self._eval_planner = None
 
@@ -359,6 +361,20 @@ class DeMoMixin:
         transitions = self.replay_buffer.size() * self.replay_buffer.n_envs
         if self.schedule.fit_due(self.num_timesteps, self.learning_starts, self._last_model_fit, transitions):
             self._model_fit_due = True
+
+    def learn(self, *args: Any, **kwargs: Any) -> Any:
+        """SB3's ``learn``; a controller planning ahead is stopped when it returns (or raises)."""
+        try:
+            return super().learn(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self.close_planner()
+
+    def close_planner(self) -> None:
+        """Stop the rollout planner's background work, if it has any (a plan-ahead controller's worker and
+        its thread switch interval); the next plan starts it again."""
+        close = getattr(self.planner, "close", None)
+        if close is not None:
+            close()
 
     def collect_rollouts(self, *args: Any, **kwargs: Any) -> Any:
         """SB3's rollout collection, then the model fit that fell due during it (off the control loop)."""

@@ -224,12 +224,15 @@ class PlanStep:
 
     def imagination(self, rows: np.ndarray | None = None) -> tuple[th.Tensor, th.Tensor] | None:
         """(states (N, S), plan means (N, H, A)) to roll through the model for imagined transitions, for
-        ``rows`` of the batch (None: all); None where a fallback's plan mean was never optimised."""
+        ``rows`` of the batch (None: all); None when one of them fell back (its plan mean was never
+        optimised)."""
         if rows is None:
             if bool(self.result.fallback.any()):
                 return None
             return self.states, self.result.mean
-        index = th.as_tensor(rows, device=self.states.device)
+        index = th.as_tensor(rows, device=self.states.device, dtype=th.long)
+        if bool(self.result.fallback[index].any()):
+            return None
         return self.states[index], self.result.mean[index]
 
 

@@ -52,6 +52,8 @@ def test_plan_step_hands_the_plan_to_the_augmentor_unless_it_fell_back() -> None
     assert rows is not None and th.equal(rows[0], states[1:])
     step.result.fallback[0] = True
     assert step.imagination() is None
+    assert step.imagination(np.array([0, 1])) is None  # the wrapper's guided rows: the same rule
+    assert step.imagination(np.array([1])) is not None
 
 
 def test_schedule() -> None:
