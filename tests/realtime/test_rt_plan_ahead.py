@@ -3,6 +3,7 @@ when ready and confirmed by the observation, and every step (planned, stale, lat
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -345,8 +346,11 @@ def test_demosac_plans_ahead_on_the_leg_twin_and_logs_the_new_path(tmp_path):
         )
         assert isinstance(model.planner, PlanAheadController)
         model.set_logger(configure(str(tmp_path), ["csv"]))
+        switch_interval = sys.getswitchinterval()
         model.learn(100)  # 4 episodes of 25 steps: one log dump
-        model.planner.close()
+        # learn stops the worker and gives the interpreter its thread switch interval back
+        assert sys.getswitchinterval() == switch_interval
+        assert model.planner.wait_idle(timeout=0.0)
     finally:
         env.close()
     s = model.latency_stats.summary()
