@@ -156,6 +156,7 @@ class PlanAheadController(RealTimeController):
         self._running: _Job | None = None  # being planned by the worker
         self._condition = threading.Condition()
         self._worker: threading.Thread | None = None
+        self._closing = False  # set by close(): the idle worker exits at once
         self._predict_kwargs = _deterministic_kwargs(planner.dynamics)
 
     # ------------------------------------------------------------------ the control step
@@ -308,7 +309,7 @@ class PlanAheadController(RealTimeController):
     def _work(self) -> None:
         while True:
             with self._condition:
-                if self._queued is None:
+                if self._queued is None and not self._closing:
                     self._condition.wait(timeout=WORKER_IDLE_EXIT)
                 if self._queued is None:
                     self._worker = None
@@ -382,8 +383,19 @@ class PlanAheadController(RealTimeController):
             sys.setswitchinterval(self.switch_interval)
 
     def close(self) -> None:
-        """Drop the plan made ahead, wait for the worker, restore the thread switch interval."""
+        """Drop the plan made ahead, stop the worker thread, restore the thread switch interval; the next
+        step starts a new worker.
+
+        The worker is joined rather than left idle: a daemon thread still alive when the interpreter
+        exits can abort it."""
         self._cancel()
+        with self._condition:
+            worker, self._closing = self._worker, True
+            self._condition.notify_all()
+        if worker is not None and worker is not threading.current_thread():
+            worker.join()
+        with self._condition:
+            self._closing = False
         if self._saved_switch_interval is not None:
             sys.setswitchinterval(self._saved_switch_interval)
             self._saved_switch_interval = None
