@@ -10,10 +10,11 @@ from __future__ import annotations
 import inspect
 import io
 import pathlib
+import zipfile
 from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.save_util import json_to_data, open_path
 
 # what the DeMo algorithm takes over from the checkpoint unless the caller passes it
 INHERITED_SETTINGS = (
@@ -29,19 +30,36 @@ INHERITED_SETTINGS = (
 )
 
 
-def check_demo_checkpoint(path: str | pathlib.Path | io.BufferedIOBase, cls_name: str, from_method: str) -> None:
+def check_demo_checkpoint(
+    path: str | pathlib.Path | io.BufferedIOBase,
+    cls_name: str,
+    from_method: str,
+    custom_objects: dict[str, Any] | None = None,
+) -> None:
     """Raise a clear error when ``path`` is not a DeMo algorithm's checkpoint (e.g. a plain SAC's).
+
+    Only the file's ``data`` entry is read (no network weights): SB3's ``load`` reads the whole file next.
+    A file that is not a readable SB3 zip is left to ``load`` to report.
 
     :param path: what ``load`` was given
     :param cls_name: the DeMo algorithm's name, for the message
     :param from_method: the classmethod that starts a DeMo algorithm from such a file (``"from_sac"``)
+    :param custom_objects: ``load``'s ``custom_objects`` (they replace entries of ``data`` that fail to load)
     :raises ValueError: the file holds no DeMo settings
     """
     position = path.tell() if isinstance(path, io.BufferedIOBase) else None
-    data, _, _ = load_from_zip_file(path, load_data=True, device="cpu", print_system_info=False)
-    if position is not None:
-        assert isinstance(path, io.BufferedIOBase)
-        path.seek(position)
+    file = open_path(path, "r", suffix="zip")
+    try:
+        with zipfile.ZipFile(file) as archive:
+            text = archive.read("data").decode() if "data" in archive.namelist() else None
+    except zipfile.BadZipFile:
+        text = None
+    finally:
+        if isinstance(path, io.BufferedIOBase):
+            path.seek(position or 0)
+        else:
+            file.close()
+    data = json_to_data(text, custom_objects) if text is not None else None
     if data is not None and "planner_kwargs" not in data:
         policy_class = data.get("policy_class")
         what = f"{policy_class.__module__}.{policy_class.__qualname__}" if isinstance(policy_class, type) else "?"

@@ -465,7 +465,7 @@ class DeMoMixin:
     @classmethod
     def load(cls, path: Any, *args: Any, **kwargs: Any) -> Any:
         """SB3's ``load``; a plain SAC/TD3 file gets a clear error that points to ``from_sac``/``from_td3``."""
-        check_demo_checkpoint(path, cls.__name__, cls._from_base_method)
+        check_demo_checkpoint(path, cls.__name__, cls._from_base_method, kwargs.get("custom_objects"))
         return super().load(path, *args, **kwargs)  # type: ignore[misc]
 
     def _excluded_save_params(self) -> list[str]:
