@@ -96,6 +96,9 @@ _CAPPED = {**DEMO_SETTINGS["Pendulum-v1"], "model_fit_kwargs": dict(max_grad_ste
 _UNCAPPED = {**_CAPPED, "model_fit_kwargs": dict(max_grad_steps=None)}
 # the model samples each prediction (instead of planning through the members' means)
 _SAMPLED = {**_CAPPED, "model_kwargs": {**_CAPPED["model_kwargs"], "deterministic": False}}
+# the diagnosis of #19: the same planner through the env's own simulator instead of the learned ensemble
+_TRUE_MODEL = {k: v for k, v in MUJOCO_SETTINGS.items() if k not in ("model_kwargs", "model_fit_kwargs")}
+_TRUE_MODEL["model"] = "mujoco"
 DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "Pendulum-v1": {
         # the wrapper benchmark's planner (horizon 20, 200 samples) and a critic warm-up: the young critic's
@@ -128,8 +131,11 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # MBPO's regime (jannerm/mbpo configs), not measured here: HalfCheetah's one-step rollouts and 40 gradient steps
     # per env step; Hopper's rollout length 1 -> 15 between 20k and 150k env steps and 20 gradient steps
-    "HalfCheetah-v5": {"branched": _mbpo_variant(rollout_length=1, gradient_steps=40)},
-    "Hopper-v5": {"branched": _mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=20)},
+    "HalfCheetah-v5": {"branched": _mbpo_variant(rollout_length=1, gradient_steps=40), "true-model": _TRUE_MODEL},
+    "Hopper-v5": {
+        "branched": _mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=20),
+        "true-model": _TRUE_MODEL,
+    },
 }
 
 
