@@ -84,6 +84,12 @@ def machine() -> dict[str, Any]:
     }
 
 
+def planner_size(args: argparse.Namespace) -> dict[str, Any]:
+    """The planner's settings: the named size, with ``--horizon`` if given."""
+    horizon = {} if args.horizon is None else {"horizon": args.horizon}
+    return {**COMMON_PLANNER, **SIZES[args.size], **horizon}
+
+
 def make_env(sim: bool, **kwargs: Any) -> Leg2REnv:
     return Leg2REnv(realtime=not sim, **kwargs)
 
@@ -391,11 +397,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             model = DeMoSAC(
                 "MlpPolicy",
                 env,
-                planner_kwargs={**COMMON_PLANNER, **SIZES[args.size]},
+                planner_kwargs=planner_size(args),
                 model_kwargs=dict(reward_fn=leg_reward_fn, **MODEL_SIZES[args.model_size]),
                 model_learning_starts=10**9,  # fitted by EpisodeModelFit, between episodes
                 model_fit_kwargs=dict(max_epochs=args.model_epochs),
                 realtime=realtime,
+                exploration=args.exploration,
                 **sac_kwargs,
             )
             check_model_allowed(leg, model.dynamics)
@@ -422,8 +429,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "algo": args.algo,
         "size": args.size if args.algo == "demosac" else None,
+        "planner_kwargs": planner_size(args) if args.algo == "demosac" else None,
         "model_size": {"name": args.model_size, **MODEL_SIZES[args.model_size]} if args.algo == "demosac" else None,
         "plan_ahead": args.plan_ahead,
+        "exploration": args.exploration if args.algo == "demosac" else None,
         "seed": args.seed,
         "wall_clock": not args.sim,
         "threaded": args.threaded,
@@ -499,6 +508,7 @@ def main() -> None:
     tr = sub.add_parser("train")
     tr.add_argument("--algo", choices=["sac", "demosac"], default="sac")
     tr.add_argument("--size", choices=list(SIZES), default="default")
+    tr.add_argument("--horizon", type=int, default=None, help="the planner's horizon instead of the size's")
     tr.add_argument("--steps", type=int, default=20_000)
     tr.add_argument("--unconstrained", action="store_true", help="DeMoSAC plans without a deadline")
     tr.add_argument("--threshold", type=float, default=400.0)
@@ -510,6 +520,12 @@ def main() -> None:
         "--plan-ahead", action="store_true", help="plan each step while the previous action executes (DeMoSAC)"
     )
     tr.add_argument("--full", action="store_true", help="do not stop at the threshold")
+    tr.add_argument(
+        "--exploration",
+        choices=["planner", "actor"],
+        default="planner",
+        help="DeMoSAC's rollout exploration: the planner's sampled action, or SAC's actor noise around the plan",
+    )
     tr.add_argument(
         "--rt-priority",
         type=int,

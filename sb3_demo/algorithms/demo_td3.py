@@ -18,8 +18,8 @@ from sb3_demo.algorithms.planning import DeMoMixin
 class DeMoTD3(DeMoMixin, TD3):
     """Twin Delayed DDPG with MPC-guided rollouts (DeMoRL).
 
-    The planner plans deterministically (the first action of its weighted mean); exploration comes from
-    TD3's ``action_noise``, added to the planned action. Everything else is as in
+    By default (``exploration="actor"``) the planner plans deterministically (the first action of its weighted
+    mean) and exploration comes from TD3's ``action_noise``, added to the planned action. Everything else is as in
     :class:`~sb3_demo.DeMoSAC`; see it for the DeMo arguments.
 
     :param policy: the TD3 policy (``"MlpPolicy"`` or a class)
@@ -29,7 +29,7 @@ class DeMoTD3(DeMoMixin, TD3):
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = TD3.policy_aliases
     policy: TD3Policy
-    _plan_deterministic_in_rollout = True
+    _default_exploration = "actor"
     _from_base_method = "from_td3"
 
     @classmethod

@@ -53,7 +53,7 @@ from sb3_demo.common.model_rollouts import (
     rollout_settings,
 )
 from sb3_demo.common.plan_state import plan_predict
-from sb3_demo.common.policy_fns import CriticReduce, vec_normalize_obs_transform
+from sb3_demo.common.policy_fns import CriticReduce, explore_around, samples_own_noise, vec_normalize_obs_transform
 from sb3_demo.common.policy_planner import (
     DEFAULT_PLANNER_KWARGS,
     CriticValue,
@@ -62,8 +62,10 @@ from sb3_demo.common.policy_planner import (
     planner_settings,
 )
 from sb3_demo.common.schedule import DeMoSchedule, fit_model_from_buffer, fit_settings
-from sb3_demo.common.seeding import AUGMENTOR, PREDICT_PLANNER, ROLLOUT_PLANNER, stream_generator
+from sb3_demo.common.seeding import AUGMENTOR, EXPLORATION, PREDICT_PLANNER, ROLLOUT_PLANNER, stream_generator
 from sb3_demo.planner import DMDMPCPlanner
+
+EXPLORATIONS = ("planner", "actor")
 
 
 class DeMoMixin:
@@ -89,6 +91,10 @@ class DeMoMixin:
     :param imagined_rollouts: planned sequences stored per step as imagined transitions (0: none); the
         top-weighted mean plan is rolled through the model
     :param predict_with_planner: ``predict`` plans (True) or returns the bare actor's action (False)
+    :param exploration: how rollout actions explore: ``"planner"`` (the planner's stochastic action, see
+        ``stochastic_mode``; the 2022 code) or ``"actor"`` (the planner's mean action with the algorithm's own
+        exploration around it: SAC's actor std at that state, TD3's ``action_noise``; it shrinks as the actor
+        becomes sure, where the planner's sampling std stays at ``init_std``); None: the algorithm's default
     :param branched_rollouts: MBPO-style model rollouts from real replay states with the current actor, stored as
         model data in the AugmentedReplayBuffer: a dict of :class:`~sb3_demo.common.model_rollouts.BranchedRollouts`
         settings (``num_rollouts``, ``rollout_freq``, ``rollout_length``, ``deterministic``, ``rollouts_start``);
@@ -114,7 +120,8 @@ class DeMoMixin:
     _last_original_obs: Any
     _vec_normalize_env: VecNormalize | None
 
-    _plan_deterministic_in_rollout = False
+    # how rollout actions explore when ``exploration`` is None
+    _default_exploration = "planner"
     # the classmethod that starts this algorithm from its base algorithm's checkpoint (named in load's error)
     _from_base_method = "from_sac"
 
@@ -134,6 +141,7 @@ class DeMoMixin:
         terminal_value_starts: int = 0,
         imagined_rollouts: int = 1,
         predict_with_planner: bool = True,
+        exploration: str | None = None,
         branched_rollouts: dict[str, Any] | BranchedRollouts | None = None,
         realtime: bool | dict[str, Any] | None = None,
         replay_buffer_class: type[ReplayBuffer] | None = AugmentedReplayBuffer,
@@ -165,6 +173,9 @@ class DeMoMixin:
         CriticValue(use_terminal_value, critic_reduce, terminal_value_starts)
         self.imagined_rollouts = imagined_rollouts
         self.predict_with_planner = predict_with_planner
+        if exploration not in (None, *EXPLORATIONS):
+            raise ValueError(f"exploration must be one of {list(EXPLORATIONS)} or None, got {exploration!r}")
+        self.exploration = exploration or self._default_exploration
         self.branched_rollouts = rollout_settings(branched_rollouts)
         self.rollout_runner: ModelRolloutRunner | None = None
         self.realtime = realtime
@@ -209,6 +220,12 @@ class DeMoMixin:
             if self.env is not None and is_hardware_env(self.env):  # plan through a model, never the robot itself
                 check_model_allowed(self.env, self.dynamics)
         self._augmentor_generator = stream_generator(self.seed, AUGMENTOR, self.device)
+        self._exploration_generator = stream_generator(self.seed, EXPLORATION, self.device)
+        if self.exploration == "actor" and getattr(self, "use_sde", False):
+            raise ValueError(
+                f"{type(self).__name__}: exploration='actor' samples around the plan with the actor's std, which "
+                "gSDE (use_sde=True) does not give per step; use exploration='planner' with gSDE"
+            )
         self.close_planner()
         self.planner = self._make_rollout_planner() if self.dynamics is not None else None
         self._eval_planner = None
@@ -320,8 +337,13 @@ class DeMoMixin:
             return super()._sample_action(learning_starts, action_noise, n_envs)  # type: ignore[misc]
         assert self.planner is not None
         states = self._planning_states(self._rollout_obs())
-        step = plan_step(self.planner, states, deterministic=self._plan_deterministic_in_rollout, logger=self.logger)
-        scaled = step.result.normalized_action.detach().cpu().numpy().astype(np.float32)
+        explore_with_actor = self.exploration == "actor"
+        step = plan_step(self.planner, states, deterministic=explore_with_actor, logger=self.logger)
+        planned = step.result.normalized_action.detach()
+        if explore_with_actor and samples_own_noise(self.policy):  # SAC; TD3 adds its action_noise below
+            obs, _ = self.policy.obs_to_tensor(self._last_obs)
+            planned = explore_around(self.policy, obs, planned.to(self.device), self._exploration_generator)
+        scaled = planned.cpu().numpy().astype(np.float32)
         if action_noise is not None:
             scaled = np.clip(scaled + action_noise(), -1.0, 1.0)
         self._planner_fallbacks = getattr(self, "_planner_fallbacks", 0) + int(step.result.fallback.sum())

@@ -151,6 +151,27 @@ def raw_policy_actions(
         return policy(obs)
 
 
+def explore_around(policy: nn.Module, obs: th.Tensor, actions: th.Tensor, generator: th.Generator) -> th.Tensor:
+    """The actor's own exploration around given actions: ``tanh(atanh(a) + std(obs) * noise)``, with ``std``
+    the squashed-Gaussian actor's at ``obs`` (see :func:`samples_own_noise`).
+
+    SAC samples ``tanh(mean + std * noise)``; this keeps its std and replaces its mean by the planned
+    action's, so exploration shrinks as SAC's entropy coefficient does.
+
+    :param policy: a policy whose actor samples a squashed Gaussian (SAC, TQC, CrossQ without gSDE)
+    :param obs: (N, obs_dim) observations as the policy sees them
+    :param actions: (N, A) actions in ``[-1, 1]``
+    :param generator: the noise's generator
+    :return: (N, A) actions in ``[-1, 1]``
+    """
+    with th.no_grad():
+        _, log_std, _ = policy.actor.get_action_dist_params(obs)  # type: ignore[union-attr,operator]
+        noise = th.randn(log_std.shape, generator=generator, device=generator.device, dtype=log_std.dtype)
+        # atanh of +-1 is infinite: keep planned actions a hair inside the bounds
+        pre_tanh = th.atanh(actions.to(log_std).clamp(-1.0 + 1e-6, 1.0 - 1e-6))
+        return th.tanh(pre_tanh + log_std.exp() * noise.to(log_std.device))
+
+
 def _policy_device(policy: nn.Module, default: th.device) -> th.device:
     param = next(iter(policy.parameters()), None)
     return param.device if param is not None else default

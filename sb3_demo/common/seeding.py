@@ -3,11 +3,11 @@
 A DeMo algorithm draws random numbers for several independent purposes: the rollout planner (its
 samples, its stochastic actor prior's samples and a stochastic model's noise in its rollouts, all from the
 planner's generator, see :func:`~sb3_demo.common.policy_planner.make_policy_planner`), ``predict``'s
-planner, the imagined transitions (D_MPC) and the branched model rollouts (their start states, the actor's
-samples and the model's noise); the learned model's fits draw from the model's own
-``fit_generator``. Each gets a stream of its own, derived from the algorithm's ``seed`` and the stream's
-name, so that what one purpose draws (e.g. an evaluation's ``predict``) never moves another (e.g.
-training's rollouts), and none draws from torch's or numpy's global generators.
+planner, the imagined transitions (D_MPC), the branched model rollouts (their start states, the actor's
+samples and the model's noise) and the actor's exploration noise around planned actions; the learned
+model's fits draw from the model's own ``fit_generator``. Each gets a stream of its own, derived from the
+algorithm's ``seed`` and the stream's name, so that what one purpose draws (e.g. an evaluation's
+``predict``) never moves another (e.g. training's rollouts), and none draws from torch's or numpy's global generators.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ ROLLOUT_PLANNER = "rollout_planner"
 PREDICT_PLANNER = "predict_planner"
 AUGMENTOR = "augmentor"
 MODEL_ROLLOUTS = "model_rollouts"
-STREAMS = (ROLLOUT_PLANNER, PREDICT_PLANNER, AUGMENTOR, MODEL_ROLLOUTS)
+EXPLORATION = "exploration"
+STREAMS = (ROLLOUT_PLANNER, PREDICT_PLANNER, AUGMENTOR, MODEL_ROLLOUTS, EXPLORATION)
 
 
 def stream_seed(seed: int | None, stream: str) -> int:

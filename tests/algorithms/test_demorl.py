@@ -200,6 +200,8 @@ def test_analytic_model_for_unknown_env() -> None:
         (dict(planner_kwargs=dict(horizonn=3)), "planner_kwargs"),
         (dict(terminal_value_starts=-1), "terminal_value_starts"),
         (dict(terminal_value_starts=True), "terminal_value_starts"),
+        (dict(exploration="noise"), "exploration must be"),
+        (dict(exploration="actor", use_sde=True), "gSDE"),
     ],
 )
 def test_invalid_settings(kwargs: dict, match: str) -> None:
@@ -299,3 +301,67 @@ def test_eval_callback_evaluates_the_planner_and_the_bare_actor() -> None:
     assert model.predict_with_planner is True
     with pytest.raises(TypeError, match="DeMo algorithm"):
         SAC("MlpPolicy", "Pendulum-v1").learn(10, callback=DeMoEvalCallback(gym.make("Pendulum-v1"), eval_freq=5))
+
+
+def _record_plans(model: Any) -> list[Any]:
+    """The planner's results, one per planned rollout step."""
+    results: list[Any] = []
+    plan = model.planner.plan
+
+    def recording_plan(*args: Any, **kwargs: Any) -> Any:
+        results.append((kwargs.get("deterministic"), plan(*args, **kwargs)))
+        return results[-1][1]
+
+    model.planner.plan = recording_plan
+    return results
+
+
+def _fix_actor_std(model: Any, std: float) -> None:
+    """SAC's actor std: ``std`` at every state."""
+    with th.no_grad():
+        model.actor.log_std.weight.zero_()
+        model.actor.log_std.bias.fill_(np.log(std))
+
+
+@pytest.mark.parametrize("std", [1e-9, 0.3])
+def test_actor_exploration_is_sacs_noise_around_the_planned_mean(std: float) -> None:
+    # no gradient steps: the actor's std stays what the test set
+    model = _small(DeMoSAC, gym.make("Pendulum-v1"), exploration="actor", gradient_steps=0)
+    _fix_actor_std(model, std)
+    plans = _record_plans(model)
+    model.learn(250)
+    planned_steps = len(plans)
+    assert planned_steps == 250 - 50 and all(deterministic for deterministic, _ in plans)
+    planned = np.stack([r.normalized_action[0].cpu().numpy() for _, r in plans])
+    np.testing.assert_allclose(planned, np.stack([r.mean[0, 0].cpu().numpy() for _, r in plans]))
+    executed = model.replay_buffer.actions[50:250, 0]  # normalised, as stored (= as executed)
+    residual = np.arctanh(np.clip(executed, -1 + 1e-6, 1 - 1e-6)) - np.arctanh(np.clip(planned, -1 + 1e-6, 1 - 1e-6))
+    if std < 1e-6:
+        np.testing.assert_allclose(executed, planned, atol=1e-5)
+    else:  # 200 draws of N(0, 0.3^2): the sample std within about 4 standard errors
+        assert 0.24 < residual.std() < 0.36 and abs(residual.mean()) < 0.08
+
+
+def test_planner_exploration_samples_from_the_plan_and_ignores_the_actor_std() -> None:
+    model = _small(DeMoSAC, gym.make("Pendulum-v1"), gradient_steps=0)
+    assert model.exploration == "planner"
+    _fix_actor_std(model, 1e-9)
+    plans = _record_plans(model)
+    model.learn(150)
+    assert plans and not any(deterministic for deterministic, _ in plans)
+    planned_mean = np.stack([r.mean[0, 0].cpu().numpy() for _, r in plans])
+    executed = model.replay_buffer.actions[50:150, 0]
+    # a sequence drawn by weight from candidates of std init_std = 0.5: far from the mean on many steps
+    assert np.mean(np.abs(executed - planned_mean) > 0.05) > 0.3
+
+
+def test_actor_exploration_is_saved_and_reproducible(tmp_path: Any) -> None:
+    runs = []
+    for _ in range(2):
+        model = _small(DeMoSAC, gym.make("Pendulum-v1"), exploration="actor")
+        model.learn(120)
+        runs.append(model.replay_buffer.actions[:120].copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+    model.save(tmp_path / "m.zip")
+    assert DeMoSAC.load(tmp_path / "m.zip").exploration == "actor"
+    assert DeMoTD3("MlpPolicy", gym.make("Pendulum-v1"), model="analytic").exploration == "actor"
