@@ -85,9 +85,13 @@ def machine() -> dict[str, Any]:
 
 
 def planner_size(args: argparse.Namespace) -> dict[str, Any]:
-    """The planner's settings: the named size, with ``--horizon`` if given."""
+    """The planner's settings: the named size, with ``--horizon`` and ``--planner KEY=VALUE`` overrides."""
     horizon = {} if args.horizon is None else {"horizon": args.horizon}
-    return {**COMMON_PLANNER, **SIZES[args.size], **horizon}
+    overrides = {}
+    for item in args.planner:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value)
+    return {**COMMON_PLANNER, **SIZES[args.size], **horizon, **overrides}
 
 
 def make_env(sim: bool, **kwargs: Any) -> Leg2REnv:
@@ -369,6 +373,24 @@ class EpisodeModelFit(BaseCallback):
             self.last = self.num_timesteps
 
 
+def bare_actor_return(model: Any, seed: int, episodes: int = 2) -> float:
+    """Mean return of the trained actor alone (deterministic, no planner) on the virtual-clock leg: what
+    a user deploys without the planner."""
+    env = make_env(sim=True)
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=10_000 + seed + episode)
+        total, done = 0.0, False
+        while not done:
+            action, _ = model.policy.predict(obs, deterministic=True)  # the policy: never the planner
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns))
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     th.manual_seed(args.seed)
     leg = make_env(args.sim)
@@ -403,6 +425,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 model_fit_kwargs=dict(max_epochs=args.model_epochs),
                 realtime=realtime,
                 exploration=args.exploration,
+                terminal_value_starts=args.terminal_value_starts,
                 **sac_kwargs,
             )
             check_model_allowed(leg, model.dynamics)
@@ -423,9 +446,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if args.threaded:
             callbacks.append(ThreadedTrainCallback(sync="rollout"))
         model.learn(args.steps, callback=CallbackList(callbacks))
+        actor_return = bare_actor_return(model, args.seed) if args.sim else None
     finally:
         leg.close()
     return {
+        "bare_actor_tracking_return": actor_return,
         "machine": machine(),
         "algo": args.algo,
         "size": args.size if args.algo == "demosac" else None,
@@ -433,6 +458,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "model_size": {"name": args.model_size, **MODEL_SIZES[args.model_size]} if args.algo == "demosac" else None,
         "plan_ahead": args.plan_ahead,
         "exploration": args.exploration if args.algo == "demosac" else None,
+        "terminal_value_starts": args.terminal_value_starts if args.algo == "demosac" else None,
         "seed": args.seed,
         "wall_clock": not args.sim,
         "threaded": args.threaded,
@@ -508,7 +534,13 @@ def main() -> None:
     tr = sub.add_parser("train")
     tr.add_argument("--algo", choices=["sac", "demosac"], default="sac")
     tr.add_argument("--size", choices=list(SIZES), default="default")
+    tr.add_argument(
+        "--terminal-value-starts", type=int, default=0, help="SAC gradient updates before the critic's terminal value"
+    )
     tr.add_argument("--horizon", type=int, default=None, help="the planner's horizon instead of the size's")
+    tr.add_argument(
+        "--planner", nargs="*", default=[], metavar="KEY=VALUE", help="planner settings (JSON values) over the size's"
+    )
     tr.add_argument("--steps", type=int, default=20_000)
     tr.add_argument("--unconstrained", action="store_true", help="DeMoSAC plans without a deadline")
     tr.add_argument("--threshold", type=float, default=400.0)
@@ -522,9 +554,9 @@ def main() -> None:
     tr.add_argument("--full", action="store_true", help="do not stop at the threshold")
     tr.add_argument(
         "--exploration",
-        choices=["planner", "actor"],
+        choices=["planner", "actor", "none"],
         default="planner",
-        help="DeMoSAC's rollout exploration: the planner's sampled action, or SAC's actor noise around the plan",
+        help="DeMoSAC's rollout exploration: the planner's sampled action, SAC's actor noise around the plan, none",
     )
     tr.add_argument(
         "--rt-priority",

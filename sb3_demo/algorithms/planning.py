@@ -65,7 +65,7 @@ from sb3_demo.common.schedule import DeMoSchedule, fit_model_from_buffer, fit_se
 from sb3_demo.common.seeding import AUGMENTOR, EXPLORATION, PREDICT_PLANNER, ROLLOUT_PLANNER, stream_generator
 from sb3_demo.planner import DMDMPCPlanner
 
-EXPLORATIONS = ("planner", "actor")
+EXPLORATIONS = ("planner", "actor", "none")
 
 
 class DeMoMixin:
@@ -92,9 +92,11 @@ class DeMoMixin:
         top-weighted mean plan is rolled through the model
     :param predict_with_planner: ``predict`` plans (True) or returns the bare actor's action (False)
     :param exploration: how rollout actions explore: ``"planner"`` (the planner's stochastic action, see
-        ``stochastic_mode``; the 2022 code) or ``"actor"`` (the planner's mean action with the algorithm's own
+        ``stochastic_mode``; the 2022 code), ``"actor"`` (the planner's mean action with the algorithm's own
         exploration around it: SAC's actor std at that state, TD3's ``action_noise``; it shrinks as the actor
-        becomes sure, where the planner's sampling std stays at ``init_std``); None: the algorithm's default
+        becomes sure, where the planner's sampling std stays at ``init_std``) or ``"none"`` (the planner's mean
+        action as it is, PETS-style: the planner's samples explore in the model, TD3's ``action_noise`` is not
+        added); None: the algorithm's default
     :param branched_rollouts: MBPO-style model rollouts from real replay states with the current actor, stored as
         model data in the AugmentedReplayBuffer: a dict of :class:`~sb3_demo.common.model_rollouts.BranchedRollouts`
         settings (``num_rollouts``, ``rollout_freq``, ``rollout_length``, ``deterministic``, ``rollouts_start``);
@@ -337,14 +339,13 @@ class DeMoMixin:
             return super()._sample_action(learning_starts, action_noise, n_envs)  # type: ignore[misc]
         assert self.planner is not None
         states = self._planning_states(self._rollout_obs())
-        explore_with_actor = self.exploration == "actor"
-        step = plan_step(self.planner, states, deterministic=explore_with_actor, logger=self.logger)
+        step = plan_step(self.planner, states, deterministic=self.exploration != "planner", logger=self.logger)
         planned = step.result.normalized_action.detach()
-        if explore_with_actor and samples_own_noise(self.policy):  # SAC; TD3 adds its action_noise below
+        if self.exploration == "actor" and samples_own_noise(self.policy):  # SAC; TD3 adds its action_noise below
             obs, _ = self.policy.obs_to_tensor(self._last_obs)
             planned = explore_around(self.policy, obs, planned.to(self.device), self._exploration_generator)
         scaled = planned.cpu().numpy().astype(np.float32)
-        if action_noise is not None:
+        if action_noise is not None and self.exploration != "none":
             scaled = np.clip(scaled + action_noise(), -1.0, 1.0)
         self._planner_fallbacks = getattr(self, "_planner_fallbacks", 0) + int(step.result.fallback.sum())
         self.logger.record("planner/fallbacks", self._planner_fallbacks)

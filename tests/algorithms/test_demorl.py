@@ -365,3 +365,17 @@ def test_actor_exploration_is_saved_and_reproducible(tmp_path: Any) -> None:
     model.save(tmp_path / "m.zip")
     assert DeMoSAC.load(tmp_path / "m.zip").exploration == "actor"
     assert DeMoTD3("MlpPolicy", gym.make("Pendulum-v1"), model="analytic").exploration == "actor"
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_no_exploration_executes_the_planned_mean(algo: type) -> None:
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    # TD3's action noise is not added either: the planner's samples explore in the model (PETS)
+    noise = NormalActionNoise(np.zeros(1), 0.5 * np.ones(1)) if algo is DeMoTD3 else None
+    model = _small(algo, gym.make("Pendulum-v1"), exploration="none", action_noise=noise)
+    plans = _record_plans(model)
+    model.learn(150)
+    assert len(plans) == 100 and all(deterministic for deterministic, _ in plans)
+    planned_mean = np.stack([r.mean[0, 0].cpu().numpy() for _, r in plans])
+    np.testing.assert_allclose(model.replay_buffer.actions[50:150, 0], planned_mean, atol=1e-6)
