@@ -25,10 +25,15 @@ Usage (from the repository root)::
     python benchmarks/hardware_leg.py latency --out benchmarks/results/hardware_latency.json
     python benchmarks/hardware_leg.py latency --rt-priority 10 --sizes medium --models ensemble \
         --controllers ahead --loop-steps 2000 --out benchmarks/results/hardware_latency_ahead.json
-    python benchmarks/hardware_leg.py train --algo sac --steps 20000 --seed 0 --out sac_0.json
-    python benchmarks/hardware_leg.py train --algo demosac --size small --steps 20000 --out demosac_0.json
+    python benchmarks/hardware_leg.py train --algo sac --sim --steps 10000 --full --seed 0 --out sac_0.json
+    python benchmarks/hardware_leg.py train --algo demosac --size medium --sim --unconstrained --steps 10000 \
+        --full --seed 0 --out demosac_0.json
+    python benchmarks/hardware_leg.py compare sac_*.json demosac_*.json --out curves.png
 
-Add ``--sim`` to use the virtual-clock twin (``sb3_demo/Leg2RSim-v0``) instead of the wall clock.
+Without ``--sim`` the runs use the wall-clock leg (``sb3_demo/Leg2R-v0``) instead of its virtual-clock twin
+(``sb3_demo/Leg2RSim-v0``). DeMoSAC's defaults here are the measured ones: the medium planner on standardised
+returns (``COMMON_PLANNER``), the planned mean executed as it is (``--exploration none``) and the critic's
+terminal value from 5000 gradient updates on (``--terminal-value-starts``).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import json
 import os
 import platform
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,7 +71,18 @@ SIZES: dict[str, dict[str, Any]] = {
     "small": dict(horizon=2, num_samples=16, num_particles=1, num_iterations=1),
     "tiny": dict(horizon=1, num_samples=8, num_particles=1, num_iterations=1),
 }
-COMMON_PLANNER = dict(prior_fraction=0.05, utility="exp", temperature=1.0, gamma_mean=1.0, gamma_std=0.9, init_std=0.5)
+# returns standardised per step before the exp weights: the leg's rewards (<= 1 a step) differ little between
+# candidates, and raw returns at temperature 1 weigh them almost equally (with the nominal model, horizon 3, no
+# critic: tracking return 168 raw, 463 standardised at temperature 0.5; the IK controller: 481)
+COMMON_PLANNER = dict(
+    prior_fraction=0.05,
+    utility="exp",
+    normalize_returns=True,
+    temperature=0.5,
+    gamma_mean=1.0,
+    gamma_std=0.9,
+    init_std=0.5,
+)
 MODEL_SIZES: dict[str, dict[str, Any]] = {
     # the leg's: its observation has 10 dimensions; a small ensemble keeps a model call near its per-op floor
     "leg": dict(num_members=5, num_elites=4, hidden_sizes=(64, 64)),
@@ -475,6 +492,68 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def steps_to(episodes: list[dict[str, float]], threshold: float, window: int) -> float:
+    """Env steps at which the moving average of ``window`` episodes' tracking returns first reaches
+    ``threshold`` (nan: never)."""
+    returns = [e["tracking_return"] for e in episodes]
+    for i in range(window - 1, len(returns)):
+        if np.mean(returns[i - window + 1 : i + 1]) >= threshold:
+            return float(episodes[i]["steps"])
+    return float("nan")
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    """SAC against DeMoSAC over seeds from ``train`` result files: steps to each threshold per seed, the ratio
+    SAC / DeMoSAC, rliable's IQM with its 95% bootstrap interval, the bare actors' returns; a PNG of the
+    curves (mean and min-max over seeds)."""
+    from harness import format_iqm, iqm_ci, plot_curves, table_header
+
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for path in args.inputs:
+        with open(path) as f:
+            run = json.load(f)
+        runs.setdefault(run["algo"], {})[run["seed"]] = run
+    seeds = sorted(set(runs["sac"]) & set(runs["demosac"]))
+    lines = table_header(
+        "seed",
+        *(f"steps to {t:.0f}: SAC / DeMoSAC" for t in args.thresholds),
+        "bare actor after training: SAC / DeMoSAC",
+    )
+    hits = {algo: {t: [] for t in args.thresholds} for algo in ("sac", "demosac")}
+    for seed in seeds:
+        cells = []
+        for t in args.thresholds:
+            pair = [steps_to(runs[algo][seed]["episodes"], t, args.window) for algo in ("sac", "demosac")]
+            for algo, h in zip(("sac", "demosac"), pair):
+                hits[algo][t].append(h)
+            cells.append(" / ".join("never" if np.isnan(h) else f"{h:.0f}" for h in pair))
+        actors = [runs[algo][seed].get("bare_actor_tracking_return") for algo in ("sac", "demosac")]
+        cells.append(" / ".join("-" if a is None else f"{a:.0f}" for a in actors))
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    summary: dict[str, Any] = {"seeds": seeds, "window": args.window}
+    for t in args.thresholds:
+        sac, demo = np.array(hits["sac"][t]), np.array(hits["demosac"][t])
+        entry: dict[str, Any] = {"sac": sac.tolist(), "demosac": demo.tolist()}
+        if np.isfinite(sac).all() and np.isfinite(demo).all():
+            entry["median_ratio"] = float(np.median(sac) / np.median(demo))
+            if len(seeds) >= 3:
+                iqm = iqm_ci({"sac": sac, "demosac": demo})
+                entry["iqm"] = {name: format_iqm(v) for name, v in iqm.items()}
+                entry["iqm_ratio"] = iqm["sac"][0] / iqm["demosac"][0]
+        summary[f"steps_to_{t:.0f}"] = entry
+    print("\n".join(lines))
+    print(json.dumps(summary, indent=1))
+    curves = []
+    for algo, label in (("sac", "SAC"), ("demosac", "DeMoSAC")):
+        n = min(len(runs[algo][s]["episodes"]) for s in seeds)
+        steps = np.array([e["steps"] for e in runs[algo][seeds[0]]["episodes"][:n]])
+        returns = np.array([[e["tracking_return"] for e in runs[algo][s]["episodes"][:n]] for s in seeds])
+        curves.append((label, steps, returns))
+    plot_curves(curves, max(args.thresholds), f"Leg2RSim-v0, {len(seeds)} seeds: tracking return", Path(args.out))
+    summary["table"] = lines
+    return summary
+
+
 def plot(args: argparse.Namespace) -> dict[str, Any]:
     """Tracking return against env steps (and wall-clock minutes) of ``train`` result files."""
     import matplotlib
@@ -535,7 +614,10 @@ def main() -> None:
     tr.add_argument("--algo", choices=["sac", "demosac"], default="sac")
     tr.add_argument("--size", choices=list(SIZES), default="default")
     tr.add_argument(
-        "--terminal-value-starts", type=int, default=0, help="SAC gradient updates before the critic's terminal value"
+        "--terminal-value-starts",
+        type=int,
+        default=5000,
+        help="SAC gradient updates before the critic's terminal value (a young critic misleads the planner)",
     )
     tr.add_argument("--horizon", type=int, default=None, help="the planner's horizon instead of the size's")
     tr.add_argument(
@@ -555,7 +637,7 @@ def main() -> None:
     tr.add_argument(
         "--exploration",
         choices=["planner", "actor", "none"],
-        default="planner",
+        default="none",
         help="DeMoSAC's rollout exploration: the planner's sampled action, SAC's actor noise around the plan, none",
     )
     tr.add_argument(
@@ -564,6 +646,11 @@ def main() -> None:
         default=None,
         help="SCHED_FIFO priority of the control loop during episodes",
     )
+    cmp = sub.add_parser("compare", help="SAC vs DeMoSAC over seeds from train result files")
+    cmp.add_argument("inputs", nargs="+")
+    cmp.add_argument("--thresholds", nargs="+", type=float, default=[300.0, 350.0, 400.0])
+    cmp.add_argument("--window", type=int, default=3)
+    cmp.add_argument("--out", type=str, required=True, help="the PNG of the curves")
     pl = sub.add_parser("plot")
     pl.add_argument("inputs", nargs="+")
     pl.add_argument("--threshold", type=float, default=400.0)
@@ -583,6 +670,9 @@ def main() -> None:
     th.set_num_threads(1)
     if args.command == "plot":
         print(plot(args))
+        return
+    if args.command == "compare":
+        compare(args)
         return
     result = latency(args) if args.command == "latency" else train(args)
     if args.out:

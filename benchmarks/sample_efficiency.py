@@ -106,6 +106,13 @@ _TRUE_MODEL_NO_CRITIC = {
     "planner_kwargs": dict(horizon=10, num_samples=64, num_particles=1, num_iterations=2),
     "use_terminal_value": False,
 }
+# the planner's weights on standardised returns (temperature 0.5): on raw returns the critic's terminal value,
+# large against H=3 steps of reward, makes the exp weights an argmax that picks the critic's largest error
+_NORMALIZED = {
+    **MUJOCO_SETTINGS,
+    "planner_kwargs": {**MUJOCO_SETTINGS["planner_kwargs"], "normalize_returns": True, "temperature": 0.5},
+}
+_TRUE_MODEL_NORMALIZED = {**_TRUE_MODEL, "planner_kwargs": _NORMALIZED["planner_kwargs"]}
 DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "Pendulum-v1": {
         # the wrapper benchmark's planner (horizon 20, 200 samples) and a critic warm-up: the young critic's
@@ -142,11 +149,15 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "branched": _mbpo_variant(rollout_length=1, gradient_steps=40),
         "true-model": _TRUE_MODEL,
         "true-model-no-critic": _TRUE_MODEL_NO_CRITIC,
+        "normalized": _NORMALIZED,
+        "true-model-normalized": _TRUE_MODEL_NORMALIZED,
     },
     "Hopper-v5": {
         "branched": _mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=20),
         "true-model": _TRUE_MODEL,
         "true-model-no-critic": _TRUE_MODEL_NO_CRITIC,
+        "normalized": _NORMALIZED,
+        "true-model-normalized": _TRUE_MODEL_NORMALIZED,
     },
 }
 
