@@ -32,8 +32,8 @@ Usage (from the repository root)::
 
 Without ``--sim`` the runs use the wall-clock leg (``sb3_demo/Leg2R-v0``) instead of its virtual-clock twin
 (``sb3_demo/Leg2RSim-v0``). DeMoSAC's defaults here are the measured ones: the medium planner on standardised
-returns (``COMMON_PLANNER``), the planned mean executed as it is (``--exploration none``) and the critic's
-terminal value from 5000 gradient updates on (``--terminal-value-starts``).
+returns (``COMMON_PLANNER``), the planned mean executed as it is (``--exploration none``) and no critic's
+terminal value (``--terminal-value-starts N`` adds it after N gradient updates).
 """
 
 from __future__ import annotations
@@ -442,7 +442,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 model_fit_kwargs=dict(max_epochs=args.model_epochs),
                 realtime=realtime,
                 exploration=args.exploration,
-                terminal_value_starts=args.terminal_value_starts,
+                # the critic's terminal value after that many gradient updates, or never
+                use_terminal_value=args.terminal_value_starts is not None,
+                terminal_value_starts=args.terminal_value_starts or 0,
                 **sac_kwargs,
             )
             check_model_allowed(leg, model.dynamics)
@@ -549,7 +551,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         steps = np.array([e["steps"] for e in runs[algo][seeds[0]]["episodes"][:n]])
         returns = np.array([[e["tracking_return"] for e in runs[algo][s]["episodes"][:n]] for s in seeds])
         curves.append((label, steps, returns))
-    plot_curves(curves, max(args.thresholds), f"Leg2RSim-v0, {len(seeds)} seeds: tracking return", Path(args.out))
+    title = f"Leg2RSim-v0, {len(seeds)} seeds (mean, min-max)"
+    plot_curves(curves, max(args.thresholds), title, Path(args.out), ylabel="training episode's tracking return")
     summary["table"] = lines
     return summary
 
@@ -616,8 +619,9 @@ def main() -> None:
     tr.add_argument(
         "--terminal-value-starts",
         type=int,
-        default=5000,
-        help="SAC gradient updates before the critic's terminal value (a young critic misleads the planner)",
+        default=None,
+        help="SAC gradient updates before the critic's terminal value enters the planner's returns (default: never; "
+        "on the leg it set tracking back for 2-3k steps whenever it entered)",
     )
     tr.add_argument("--horizon", type=int, default=None, help="the planner's horizon instead of the size's")
     tr.add_argument(

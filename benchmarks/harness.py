@@ -72,7 +72,9 @@ class _Rows:
 
     Every evaluation first resets the evaluation env with ``reset_seed``, so every evaluation of a run (and of
     every algorithm with the same seed) plays the same episode starts. The row holds ``steps``, one mean return
-    per evaluated policy and ``train_wall_s`` (time since the recorder was built, evaluations excluded).
+    per evaluated policy, ``training`` (the mean return of the training episodes that ended since the last row:
+    for DeMo algorithms the planner acting, exploring) and ``train_wall_s`` (time since the recorder was built,
+    evaluations excluded).
     """
 
     eval_env: Any
@@ -83,6 +85,7 @@ class _Rows:
     def _start_rows(self, reset_seed: int, ready: Callable[[], bool] | None = None) -> None:
         self.reset_seed, self.ready = reset_seed, ready
         self.rows: list[dict[str, float]] = []
+        self.training_returns: list[float] = []  # training episodes finished since the last row
         self.eval_time = 0.0
         self.start = time.perf_counter()
 
@@ -90,6 +93,9 @@ class _Rows:
         raise NotImplementedError
 
     def _on_step(self) -> bool:
+        for info in self.locals.get("infos", []):
+            if "episode" in info:  # a Monitor-wrapped training env finished an episode
+                self.training_returns.append(float(info["episode"]["r"]))
         if not (self.eval_freq > 0 and self.n_calls % self.eval_freq == 0):
             return super()._on_step()  # type: ignore[misc]
         if self.ready is not None and not self.ready():
@@ -98,6 +104,9 @@ class _Rows:
         self.eval_env.envs[0].reset(seed=self.reset_seed)
         row: dict[str, float] = {"steps": self.num_timesteps}
         continue_training = self._evaluate(row)
+        if self.training_returns:  # what acted in training (DeMo: the planner, exploring), since the last row
+            row["training"] = float(np.mean(self.training_returns))
+            self.training_returns = []
         self.eval_time += time.perf_counter() - t0
         row["train_wall_s"] = time.perf_counter() - self.start - self.eval_time
         self.rows.append(row)
@@ -135,7 +144,9 @@ class DeMoEvalRecorder(_Rows, DeMoEvalCallback):
     """``DeMoEvalCallback`` with a row per evaluation: ``actor`` (bare actor) and ``planner`` (``predict`` plans).
 
     Until the planner can act (a learned model not fitted yet, or before the planner starts) ``predict`` gives the
-    bare actor's actions, so the planner's evaluation is not run and ``planner`` repeats ``actor``.
+    bare actor's actions, so the planner's evaluation is not run and ``planner`` repeats ``actor``. With the
+    simulator as model (``model="mujoco"``) ``predict`` cannot plan (it has no evaluation env's physics state):
+    ``planner`` is nan, and ``training`` is the planner's only measure.
     """
 
     def __init__(self, eval_env: Any, eval_freq: int, n_episodes: int, reset_seed: int) -> None:
@@ -144,7 +155,8 @@ class DeMoEvalRecorder(_Rows, DeMoEvalCallback):
 
     def _evaluate(self, row: dict[str, float]) -> bool:
         model: Any = self.model
-        if model.planner_active() or getattr(model, "model_fitted", False):
+        plans = not hasattr(model.dynamics, "state_from_env")
+        if plans and (model.planner_active() or getattr(model, "model_fitted", False)):
             continue_training = DeMoEvalCallback._on_step(self)  # the bare actor, then the planner
             row["actor"] = float(np.mean(self.actor_results[-1]))
             row["planner"] = self.last_mean_reward
@@ -154,7 +166,8 @@ class DeMoEvalRecorder(_Rows, DeMoEvalCallback):
             continue_training = EvalCallback._on_step(self)
         finally:
             model.predict_with_planner = saved
-        row["actor"] = row["planner"] = self.last_mean_reward
+        row["actor"] = self.last_mean_reward
+        row["planner"] = self.last_mean_reward if plans else float("nan")
         return continue_training
 
 
@@ -258,7 +271,12 @@ def format_iqm(iqm: tuple[float, float, float]) -> str:
 
 
 def plot_curves(
-    curves: list[tuple[str, np.ndarray, np.ndarray]], threshold: float, title: str, path: Path, fontsize: int = 10
+    curves: list[tuple[str, np.ndarray, np.ndarray]],
+    threshold: float,
+    title: str,
+    path: Path,
+    fontsize: int = 10,
+    ylabel: str = "mean eval return",
 ) -> None:
     """Learning curves: per label the steps and a (runs, evaluations) array of returns; mean and min-max band."""
     import matplotlib
@@ -272,7 +290,7 @@ def plot_curves(
         ax.fill_between(steps, returns.min(0), returns.max(0), alpha=0.2)
     ax.axhline(threshold, color="k", ls="--", lw=0.8)
     ax.set_xlabel("env steps")
-    ax.set_ylabel("mean eval return")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=fontsize)
     fig.tight_layout()
