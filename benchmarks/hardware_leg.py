@@ -220,6 +220,7 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     th.manual_seed(args.seed)
     results: dict[str, Any] = {
         "machine": machine(),
+        "terminal_value": args.terminal_value,
         "niceness": args.niceness,
         "rt_priority": args.rt_priority,
         "period_ms": PERIOD * 1e3,
@@ -285,7 +286,11 @@ def latency_run(
     from sb3_demo.common.policy_planner import make_policy_planner
 
     settings = {**COMMON_PLANNER, **SIZES[size_name]}
-    planner = make_policy_planner(dynamics, sac.policy, env.action_space, settings, seed=args.seed)
+    from sb3_demo.common.policy_planner import CriticValue
+
+    # the critic's terminal value costs one critic call per iteration; DeMoSAC's leg runs train without it
+    critic = CriticValue() if args.terminal_value == "critic" else None
+    planner = make_policy_planner(dynamics, sac.policy, env.action_space, settings, critic=critic, seed=args.seed)
     # unconstrained: how long one full plan takes
     full = []
     with Priority(env, args.niceness, args.rt_priority):
@@ -442,6 +447,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 model_fit_kwargs=dict(max_epochs=args.model_epochs),
                 realtime=realtime,
                 exploration=args.exploration,
+                imagined_rollouts=args.imagined_rollouts,
                 # the critic's terminal value after that many gradient updates, or never
                 use_terminal_value=args.terminal_value_starts is not None,
                 terminal_value_starts=args.terminal_value_starts or 0,
@@ -477,6 +483,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "model_size": {"name": args.model_size, **MODEL_SIZES[args.model_size]} if args.algo == "demosac" else None,
         "plan_ahead": args.plan_ahead,
         "exploration": args.exploration if args.algo == "demosac" else None,
+        "imagined_rollouts": args.imagined_rollouts if args.algo == "demosac" else None,
         "terminal_value_starts": args.terminal_value_starts if args.algo == "demosac" else None,
         "seed": args.seed,
         "wall_clock": not args.sim,
@@ -605,6 +612,12 @@ def main() -> None:
         default=None,
         help="SCHED_FIFO priority of the control loop while measuring",
     )
+    lat.add_argument(
+        "--terminal-value",
+        choices=["critic", "none"],
+        default="critic",
+        help="the planner's terminal value: the SAC critic's, or none (as DeMoSAC trains on the leg)",
+    )
     lat.add_argument("--models", nargs="+", default=["ensemble", "nominal"], choices=["ensemble", "nominal"])
     lat.add_argument(
         "--controllers",
@@ -622,6 +635,13 @@ def main() -> None:
         default=None,
         help="SAC gradient updates before the critic's terminal value enters the planner's returns (default: never; "
         "on the leg it set tracking back for 2-3k steps whenever it entered)",
+    )
+    tr.add_argument(
+        "--imagined-rollouts",
+        type=int,
+        default=1,
+        help="DeMoSAC's imagined transitions per step (0: none; each is a model rollout between the observation "
+        "and the next plan)",
     )
     tr.add_argument("--horizon", type=int, default=None, help="the planner's horizon instead of the size's")
     tr.add_argument(
