@@ -448,6 +448,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 realtime=realtime,
                 exploration=args.exploration,
                 imagined_rollouts=args.imagined_rollouts,
+                imitation_coef=args.imitation_coef,
                 # the critic's terminal value after that many gradient updates, or never
                 use_terminal_value=args.terminal_value_starts is not None,
                 terminal_value_starts=args.terminal_value_starts or 0,
@@ -484,6 +485,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "plan_ahead": args.plan_ahead,
         "exploration": args.exploration if args.algo == "demosac" else None,
         "imagined_rollouts": args.imagined_rollouts if args.algo == "demosac" else None,
+        "imitation_coef": args.imitation_coef if args.algo == "demosac" else None,
         "terminal_value_starts": args.terminal_value_starts if args.algo == "demosac" else None,
         "seed": args.seed,
         "wall_clock": not args.sim,
@@ -642,6 +644,9 @@ def main() -> None:
         default=1,
         help="DeMoSAC's imagined transitions per step (0: none; each is a model rollout between the observation "
         "and the next plan)",
+    )
+    tr.add_argument(
+        "--imitation-coef", type=float, default=0.0, help="DeMoSAC's actor steps toward the planned actions (0: off)"
     )
     tr.add_argument("--horizon", type=int, default=None, help="the planner's horizon instead of the size's")
     tr.add_argument(

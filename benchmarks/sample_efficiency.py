@@ -106,6 +106,10 @@ _TRUE_MODEL_NO_CRITIC = {
     "planner_kwargs": dict(horizon=10, num_samples=64, num_particles=1, num_iterations=2),
     "use_terminal_value": False,
 }
+# ... with the actor imitating the planner's executed actions (a behaviour-cloning step after each SAC step)
+_TRUE_MODEL_NO_CRITIC_IMITATION = {**_TRUE_MODEL_NO_CRITIC, "imitation_coef": 1.0}
+# HalfCheetah's critic slopes are far larger than the leg's: a stronger pull
+_TRUE_MODEL_NO_CRITIC_IMITATION_30 = {**_TRUE_MODEL_NO_CRITIC, "imitation_coef": 30.0}
 # the planner's weights on standardised returns (temperature 0.5): on raw returns the critic's terminal value,
 # large against H=3 steps of reward, makes the exp weights an argmax that picks the critic's largest error
 _NORMALIZED = {
@@ -149,6 +153,8 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "branched": _mbpo_variant(rollout_length=1, gradient_steps=40),
         "true-model": _TRUE_MODEL,
         "true-model-no-critic": _TRUE_MODEL_NO_CRITIC,
+        "true-model-no-critic-imitation": _TRUE_MODEL_NO_CRITIC_IMITATION,
+        "true-model-no-critic-imitation30": _TRUE_MODEL_NO_CRITIC_IMITATION_30,
         "normalized": _NORMALIZED,
         "true-model-normalized": _TRUE_MODEL_NORMALIZED,
     },
@@ -156,6 +162,8 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "branched": _mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=20),
         "true-model": _TRUE_MODEL,
         "true-model-no-critic": _TRUE_MODEL_NO_CRITIC,
+        "true-model-no-critic-imitation": _TRUE_MODEL_NO_CRITIC_IMITATION,
+        "true-model-no-critic-imitation30": _TRUE_MODEL_NO_CRITIC_IMITATION_30,
         "normalized": _NORMALIZED,
         "true-model-normalized": _TRUE_MODEL_NORMALIZED,
     },

@@ -29,6 +29,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from torch.nn import functional as F
 
 from sb3_demo.algorithms.checkpoint import check_demo_checkpoint
 from sb3_demo.buffers import AugmentedReplayBuffer
@@ -53,7 +54,13 @@ from sb3_demo.common.model_rollouts import (
     rollout_settings,
 )
 from sb3_demo.common.plan_state import plan_predict
-from sb3_demo.common.policy_fns import CriticReduce, explore_around, samples_own_noise, vec_normalize_obs_transform
+from sb3_demo.common.policy_fns import (
+    CriticReduce,
+    deterministic_actor_action,
+    explore_around,
+    samples_own_noise,
+    vec_normalize_obs_transform,
+)
 from sb3_demo.common.policy_planner import (
     DEFAULT_PLANNER_KWARGS,
     CriticValue,
@@ -97,6 +104,10 @@ class DeMoMixin:
         becomes sure, where the planner's sampling std stays at ``init_std``) or ``"none"`` (the planner's mean
         action as it is, PETS-style: the planner's samples explore in the model, TD3's ``action_noise`` is not
         added); None: the algorithm's default
+    :param imitation_coef: > 0: after SB3's gradient steps, as many actor steps toward the executed (planned)
+        actions of replay batches, loss ``imitation_coef * mean((actor(s) - a)^2)`` on the actor's
+        deterministic action (logged as ``train/imitation_loss``), so the bare actor follows the planner whose
+        data it learns from; 0: off
     :param branched_rollouts: MBPO-style model rollouts from real replay states with the current actor, stored as
         model data in the AugmentedReplayBuffer: a dict of :class:`~sb3_demo.common.model_rollouts.BranchedRollouts`
         settings (``num_rollouts``, ``rollout_freq``, ``rollout_length``, ``deterministic``, ``rollouts_start``);
@@ -144,6 +155,7 @@ class DeMoMixin:
         imagined_rollouts: int = 1,
         predict_with_planner: bool = True,
         exploration: str | None = None,
+        imitation_coef: float = 0.0,
         branched_rollouts: dict[str, Any] | BranchedRollouts | None = None,
         realtime: bool | dict[str, Any] | None = None,
         replay_buffer_class: type[ReplayBuffer] | None = AugmentedReplayBuffer,
@@ -178,6 +190,9 @@ class DeMoMixin:
         if exploration not in (None, *EXPLORATIONS):
             raise ValueError(f"exploration must be one of {list(EXPLORATIONS)} or None, got {exploration!r}")
         self.exploration = exploration or self._default_exploration
+        if isinstance(imitation_coef, bool) or not isinstance(imitation_coef, int | float) or not imitation_coef >= 0:
+            raise ValueError(f"imitation_coef must be a number >= 0, got {imitation_coef!r}")
+        self.imitation_coef = float(imitation_coef)
         self.branched_rollouts = rollout_settings(branched_rollouts)
         self.rollout_runner: ModelRolloutRunner | None = None
         self.realtime = realtime
@@ -398,6 +413,28 @@ class DeMoMixin:
         close = getattr(self.planner, "close", None)
         if close is not None:
             close()
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        """SB3's gradient steps, then (``imitation_coef > 0``, once the planner acts) the actor's imitation
+        steps."""
+        super().train(gradient_steps, batch_size)  # type: ignore[misc]
+        if self.imitation_coef > 0 and self.planner_active():
+            self._imitate_executed_actions(gradient_steps, batch_size)
+
+    def _imitate_executed_actions(self, gradient_steps: int, batch_size: int) -> None:
+        """Actor steps toward the actions in replay batches (the planner's, once it acts)."""
+        actor = self.policy.actor
+        losses = []
+        for _ in range(gradient_steps):
+            batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            loss = self.imitation_coef * F.mse_loss(
+                deterministic_actor_action(actor, batch.observations), batch.actions
+            )
+            actor.optimizer.zero_grad()
+            loss.backward()
+            actor.optimizer.step()
+            losses.append(loss.item())
+        self.logger.record("train/imitation_loss", float(np.mean(losses)))
 
     def collect_rollouts(self, *args: Any, **kwargs: Any) -> Any:
         """SB3's rollout collection, then the model fit that fell due during it (off the control loop)."""

@@ -151,6 +151,14 @@ def raw_policy_actions(
         return policy(obs)
 
 
+def deterministic_actor_action(actor: nn.Module, obs: th.Tensor) -> th.Tensor:
+    """An SB3 off-policy actor's deterministic action in ``[-1, 1]``, differentiable: SAC's ``tanh(mean)``
+    (``actor(obs, deterministic=True)``), TD3's ``actor(obs)``."""
+    if hasattr(actor, "get_action_dist_params"):
+        return actor(obs, deterministic=True)
+    return actor(obs)
+
+
 def explore_around(policy: nn.Module, obs: th.Tensor, actions: th.Tensor, generator: th.Generator) -> th.Tensor:
     """The actor's own exploration around given actions: ``tanh(atanh(a) + std(obs) * noise)``, with ``std``
     the squashed-Gaussian actor's at ``obs`` (see :func:`samples_own_noise`).

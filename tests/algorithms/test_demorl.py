@@ -202,6 +202,8 @@ def test_analytic_model_for_unknown_env() -> None:
         (dict(terminal_value_starts=True), "terminal_value_starts"),
         (dict(exploration="noise"), "exploration must be"),
         (dict(exploration="actor", use_sde=True), "gSDE"),
+        (dict(imitation_coef=-1.0), "imitation_coef"),
+        (dict(imitation_coef="1"), "imitation_coef"),
     ],
 )
 def test_invalid_settings(kwargs: dict, match: str) -> None:
@@ -379,3 +381,27 @@ def test_no_exploration_executes_the_planned_mean(algo: type) -> None:
     assert len(plans) == 100 and all(deterministic for deterministic, _ in plans)
     planned_mean = np.stack([r.mean[0, 0].cpu().numpy() for _, r in plans])
     np.testing.assert_allclose(model.replay_buffer.actions[50:150, 0], planned_mean, atol=1e-6)
+
+
+def _actor_gap(model: Any, n: int) -> float:
+    """Mean squared gap between the actor's deterministic actions and the actions stored in the first ``n``
+    replay rows."""
+    from sb3_demo.common.policy_fns import deterministic_actor_action
+
+    obs = th.as_tensor(model.replay_buffer.observations[:n, 0], device=model.device)
+    with th.no_grad():
+        actions = deterministic_actor_action(model.policy.actor, obs).cpu().numpy()
+    return float(np.mean((actions - model.replay_buffer.actions[:n, 0]) ** 2))
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_imitation_pulls_the_actor_to_the_planned_actions(algo: type) -> None:
+    gaps = {}
+    for coef in (0.0, 5.0):
+        model = _small(algo, gym.make("Pendulum-v1"), imitation_coef=coef, exploration="none", learning_starts=100)
+        model.learn(400)
+        gaps[coef] = _actor_gap(model, 400)
+        if coef:
+            assert model.logger.name_to_value["train/imitation_loss"] > 0
+    # the planner's actions (rows 100-400) and the random start: the imitating actor is far closer to them
+    assert gaps[5.0] < 0.5 * gaps[0.0], gaps
