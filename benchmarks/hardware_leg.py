@@ -32,8 +32,10 @@ Usage (from the repository root)::
 
 Without ``--sim`` the runs use the wall-clock leg (``sb3_demo/Leg2R-v0``) instead of its virtual-clock twin
 (``sb3_demo/Leg2RSim-v0``). DeMoSAC's defaults here are the measured ones: the medium planner on standardised
-returns (``COMMON_PLANNER``), the planned mean executed as it is (``--exploration none``) and no critic's
-terminal value (``--terminal-value-starts N`` adds it after N gradient updates).
+returns (``COMMON_PLANNER``), the planned mean executed as it is (``--exploration none``), no critic's
+terminal value (``--terminal-value-starts N`` adds it after N gradient updates), no imagined transitions
+(``--imagined-rollouts``: each is a model rollout between the observation and the next plan) and the actor
+imitating the executed actions (``--imitation-coef 1``).
 """
 
 from __future__ import annotations
@@ -641,12 +643,12 @@ def main() -> None:
     tr.add_argument(
         "--imagined-rollouts",
         type=int,
-        default=1,
+        default=0,
         help="DeMoSAC's imagined transitions per step (0: none; each is a model rollout between the observation "
         "and the next plan)",
     )
     tr.add_argument(
-        "--imitation-coef", type=float, default=0.0, help="DeMoSAC's actor steps toward the planned actions (0: off)"
+        "--imitation-coef", type=float, default=1.0, help="DeMoSAC's actor steps toward the planned actions (0: off)"
     )
     tr.add_argument("--horizon", type=int, default=None, help="the planner's horizon instead of the size's")
     tr.add_argument(
