@@ -110,6 +110,8 @@ _TRUE_MODEL_NO_CRITIC = {
 _TRUE_MODEL_NO_CRITIC_IMITATION = {**_TRUE_MODEL_NO_CRITIC, "imitation_coef": 1.0}
 # HalfCheetah's critic slopes are far larger than the leg's: a stronger pull
 _TRUE_MODEL_NO_CRITIC_IMITATION_30 = {**_TRUE_MODEL_NO_CRITIC, "imitation_coef": 30.0}
+# today's DeMoSAC (learned ensemble, horizon 3, the critic's terminal value) with that pull
+_IMITATION_30 = {**MUJOCO_SETTINGS, "imitation_coef": 30.0}
 # the planner's weights on standardised returns (temperature 0.5): on raw returns the critic's terminal value,
 # large against H=3 steps of reward, makes the exp weights an argmax that picks the critic's largest error
 _NORMALIZED = {
@@ -155,6 +157,7 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "true-model-no-critic": _TRUE_MODEL_NO_CRITIC,
         "true-model-no-critic-imitation": _TRUE_MODEL_NO_CRITIC_IMITATION,
         "true-model-no-critic-imitation30": _TRUE_MODEL_NO_CRITIC_IMITATION_30,
+        "imitation30": _IMITATION_30,
         "normalized": _NORMALIZED,
         "true-model-normalized": _TRUE_MODEL_NORMALIZED,
     },
@@ -164,6 +167,7 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "true-model-no-critic": _TRUE_MODEL_NO_CRITIC,
         "true-model-no-critic-imitation": _TRUE_MODEL_NO_CRITIC_IMITATION,
         "true-model-no-critic-imitation30": _TRUE_MODEL_NO_CRITIC_IMITATION_30,
+        "imitation30": _IMITATION_30,
         "normalized": _NORMALIZED,
         "true-model-normalized": _TRUE_MODEL_NORMALIZED,
     },
