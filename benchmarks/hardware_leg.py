@@ -74,8 +74,8 @@ SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(horizon=1, num_samples=8, num_particles=1, num_iterations=1),
 }
 # returns standardised per step before the exp weights: the leg's rewards (<= 1 a step) differ little between
-# candidates, and raw returns at temperature 1 weigh them almost equally (with the nominal model, horizon 3, no
-# critic: tracking return 168 raw, 463 standardised at temperature 0.5; the IK controller: 481)
+# candidates, and raw returns at temperature 1 weigh them almost equally (benchmarks/leg_planner_alone.py: with
+# the nominal model, horizon 3, no critic, tracking return 176 raw, 463 standardised at temperature 0.5; IK 483)
 COMMON_PLANNER = dict(
     prior_fraction=0.05,
     utility="exp",
