@@ -53,6 +53,7 @@ from sb3_demo.common.model_rollouts import (
     rollout_generator,
     rollout_settings,
 )
+from sb3_demo.common.part_times import PartTimes
 from sb3_demo.common.plan_state import plan_predict
 from sb3_demo.common.policy_fns import (
     CriticReduce,
@@ -205,6 +206,7 @@ class DeMoMixin:
         self.planner: Any = None  # a DMDMPCPlanner, or a RealTimeController around one
         self._eval_planner: DMDMPCPlanner | None = None
         self.dynamics: Any = None
+        self.part_times = PartTimes()  # seconds in planning, model fits, rollouts and gradient steps
         super().__init__(  # type: ignore[call-arg]
             policy, env, replay_buffer_class=replay_buffer_class, _init_setup_model=False, **kwargs
         )
@@ -352,6 +354,11 @@ class DeMoMixin:
     ) -> tuple[np.ndarray, np.ndarray]:
         if not self.planner_active():
             return super()._sample_action(learning_starts, action_noise, n_envs)  # type: ignore[misc]
+        with self.part_times.measure("planning"):
+            return self._planned_action(action_noise)
+
+    def _planned_action(self, action_noise: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The rollout planner's action for the current observation, with the chosen exploration."""
         assert self.planner is not None
         states = self._planning_states(self._rollout_obs())
         step = plan_step(self.planner, states, deterministic=self.exploration != "planner", logger=self.logger)
@@ -379,13 +386,14 @@ class DeMoMixin:
         check_finite_step(new_obs, reward, infos, self.num_timesteps // max(1, len(infos)))
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)  # type: ignore[misc]
         if self.planner is not None:
-            add_imagined(
-                replay_buffer,
-                self.dynamics,
-                getattr(self, "_pending_imagined", None),
-                self.planner.unscale_action,
-                self._augmentor_generator,
-            )
+            with self.part_times.measure("imagination"):
+                add_imagined(
+                    replay_buffer,
+                    self.dynamics,
+                    getattr(self, "_pending_imagined", None),
+                    self.planner.unscale_action,
+                    self._augmentor_generator,
+                )
         self._pending_imagined = None
         if self.planner is not None and np.any(dones):
             self.planner.reset(np.flatnonzero(dones))
@@ -417,9 +425,10 @@ class DeMoMixin:
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """SB3's gradient steps, then (``imitation_coef > 0``, once the planner acts) the actor's imitation
         steps."""
-        super().train(gradient_steps, batch_size)  # type: ignore[misc]
-        if self.imitation_coef > 0 and self.planner_active():
-            self._imitate_executed_actions(gradient_steps, batch_size)
+        with self.part_times.measure("gradient_steps"):
+            super().train(gradient_steps, batch_size)  # type: ignore[misc]
+            if self.imitation_coef > 0 and self.planner_active():
+                self._imitate_executed_actions(gradient_steps, batch_size)
 
     def _imitate_executed_actions(self, gradient_steps: int, batch_size: int) -> None:
         """Actor steps toward the actions in replay batches (the planner's, once it acts)."""
@@ -453,7 +462,9 @@ class DeMoMixin:
         runner = self.rollout_runner
         if runner is None or self.dynamics is None:
             return
-        if runner.active(self.num_timesteps, self.learning_starts, self.uses_learned_model, self.model_fitted):
+        if not runner.active(self.num_timesteps, self.learning_starts, self.uses_learned_model, self.model_fitted):
+            return
+        with self.part_times.measure("branched_rollouts"):
             runner.maybe_run(
                 self.num_timesteps,
                 self.replay_buffer,
@@ -468,12 +479,14 @@ class DeMoMixin:
         stats = self.latency_stats
         if stats is not None and stats.steps > 0:
             stats.log(self.logger)
+        self.part_times.log(self.logger)
         super().dump_logs()  # type: ignore[misc]
 
     def fit_model(self) -> dict[str, float]:
         """Fit the learned model on the real transitions of the replay buffer now."""
         logger = getattr(self, "_logger", None)  # SB3 sets it up in learn(); a fit before that logs nothing
-        stats = fit_model_from_buffer(self.dynamics, self.replay_buffer, self.model_fit_kwargs, logger)
+        with self.part_times.measure("model_fit"):
+            stats = fit_model_from_buffer(self.dynamics, self.replay_buffer, self.model_fit_kwargs, logger)
         self._last_model_fit = self.num_timesteps
         self.model_fitted = True
         return stats
