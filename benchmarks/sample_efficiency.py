@@ -215,7 +215,7 @@ def main() -> None:
     parser.add_argument("--merge", nargs="+", default=None, help="JSON files to combine instead of running")
     args = parser.parse_args()
     if args.merge:
-        merge(args.merge, f"sample_efficiency_{args.env}{args.tag}")
+        merge(args.merge, f"sample_efficiency_{args.env}{args.tag}", args.threshold)
         return
     th.set_num_threads(1)
     threshold = THRESHOLDS.get(args.env, 0.0) if args.threshold is None else args.threshold
@@ -232,7 +232,8 @@ def main() -> None:
             steps = args.demo_steps if (name.startswith("demo") and args.demo_steps) else args.steps
             model.learn(steps, callback=recorder)
             wall = time.perf_counter() - t0 - recorder.eval_time
-            results["runs"].setdefault(name, []).append(
+            label = f"{name}:{args.variant}" if args.variant and name.startswith("demo") else name
+            results["runs"].setdefault(label, []).append(
                 {
                     "seed": seed,
                     "rows": recorder.rows,
@@ -256,8 +257,9 @@ def finish(results: dict[str, Any], stem: Path) -> None:
     plot(results, stem.with_suffix(".png"))
 
 
-def merge(paths: list[str], out: str) -> None:
-    """Combine runs of the same env and algorithms saved by separate processes (e.g. one per seed)."""
+def merge(paths: list[str], out: str, threshold: float | None = None) -> None:
+    """Combine runs of the same env and algorithms saved by separate processes (e.g. one per seed); a
+    ``threshold`` replaces the files' own."""
     merged: dict[str, Any] | None = None
     for path in paths:
         part = json.loads(Path(path).read_text())
@@ -265,8 +267,11 @@ def merge(paths: list[str], out: str) -> None:
             merged = {**part, "runs": {}, "command": []}
         for name, runs in part["runs"].items():
             merged["runs"].setdefault(name, []).extend(runs)
-        merged["command"].append(part.get("command", "?"))
+        command = part.get("command", "?")
+        merged["command"].extend(command if isinstance(command, list) else [command])
     assert merged is not None
+    if threshold is not None:
+        merged["threshold"] = threshold
     finish(merged, RESULTS / out)
 
 
@@ -287,16 +292,18 @@ def summary_table(results: dict[str, Any]) -> str:
                 f"| {name} | {key} | {seeds.hits_text} | {med:.0f} | {seeds.iqm_steps} | {np.mean(seeds.finals):.1f} "
                 f"| {seeds.iqm_final} | {ms:.1f} |"
             )
-    for demo, base in (("demosac", "sac"), ("demotd3", "td3")):
-        if demo in results["runs"] and base in results["runs"]:
-            ratio = medians[f"{base}/actor"] / medians[f"{demo}/planner"]
-            wall = np.mean([r["wall_per_step_ms"] for r in results["runs"][demo]]) / np.mean(
-                [r["wall_per_step_ms"] for r in results["runs"][base]]
-            )
-            lines.append(
-                f"\nsteps-to-threshold ratio {base} / {demo} (planner eval): {ratio:.2f}; "
-                f"wall-clock per env step {demo} / {base}: {wall:.2f}"
-            )
+    for demo in results["runs"]:  # every DeMo run (today's settings, ``name:variant``) against its base algorithm
+        base = demo.split(":")[0].removeprefix("demo")
+        if not demo.startswith("demo") or base not in results["runs"]:
+            continue
+        ratio = medians[f"{base}/actor"] / medians[f"{demo}/planner"]
+        wall = np.mean([r["wall_per_step_ms"] for r in results["runs"][demo]]) / np.mean(
+            [r["wall_per_step_ms"] for r in results["runs"][base]]
+        )
+        lines.append(
+            f"\nsteps-to-threshold ratio {base} / {demo} (planner eval): {ratio:.2f}; "
+            f"wall-clock per env step {demo} / {base}: {wall:.2f}"
+        )
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ model's fits, so that evaluating never moves what training draws.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -205,6 +206,7 @@ class DeMoMixin:
         self._model_fit_due = False
         self.planner: Any = None  # a DMDMPCPlanner, or a RealTimeController around one
         self._eval_planner: DMDMPCPlanner | None = None
+        self._warned_actor_predict = False
         self.dynamics: Any = None
         self.part_times = PartTimes()  # seconds in planning, model fits, rollouts and gradient steps
         super().__init__(  # type: ignore[call-arg]
@@ -506,9 +508,20 @@ class DeMoMixin:
         returned state the next call's, and ``episode_start`` (as passed by ``evaluate_policy``) starts the
         plans of new episodes afresh (see :mod:`sb3_demo.common.plan_state`). With ``deterministic=True``
         the same (observation, state) gives the same action; nothing here moves a stream training uses.
+        A simulator model (``model="mujoco"``) plans from the live env's physics state, which an observation
+        does not carry: ``predict`` then returns the bare actor's action and warns once.
         """
         ready = self.planner is not None and (not self.uses_learned_model or self.model_fitted)
-        if not (self.predict_with_planner and ready) or hasattr(self.dynamics, "state_from_env"):
+        plans_from_physics = hasattr(self.dynamics, "state_from_env")
+        if self.predict_with_planner and ready and plans_from_physics and not self._warned_actor_predict:
+            self._warned_actor_predict = True
+            warnings.warn(
+                f"{type(self).__name__}.predict returns the bare actor's action: model='mujoco' plans from the "
+                "training env's physics state, which an observation does not carry (set "
+                "predict_with_planner=False to silence this, or use a learned model to plan in predict)",
+                stacklevel=2,
+            )
+        if not (self.predict_with_planner and ready) or plans_from_physics:
             return super().predict(observation, state, episode_start, deterministic)  # type: ignore[misc]
         obs = np.asarray(observation, dtype=np.float32)
         vectorized = obs.ndim == 2

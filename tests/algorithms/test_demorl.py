@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -88,6 +89,15 @@ def test_mujoco_simulator_model_plans_from_the_physics_state() -> None:
     np.testing.assert_allclose(stored, np.stack(env.actions), atol=1e-5)
     # imagined transitions are observations (4-D), not physics states
     assert model.replay_buffer.imagined_size() > 0
+    # predict has no physics state to plan from: the bare actor acts, and the user is told once
+    obs, _ = env.reset(seed=1)
+    with pytest.warns(UserWarning, match="bare actor"):
+        action, _ = model.predict(obs, deterministic=True)
+    actor_action, _ = model.policy.predict(obs, deterministic=True)
+    np.testing.assert_allclose(action, actor_action)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.predict(obs, deterministic=True)
 
 
 def test_imagined_transitions_reach_the_buffer_and_batches() -> None:
