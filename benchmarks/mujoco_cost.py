@@ -11,7 +11,7 @@ Prints a markdown table (ms per env step, per part, ratio to SAC) and writes
 ``benchmarks/results/mujoco_cost_<env>.json``. One torch thread; run it with nothing else of yours running and
 note the load average beside the numbers::
 
-    python benchmarks/mujoco_cost.py --env HalfCheetah-v5 --configs sac default branched-utd10 --steps 500
+    python benchmarks/mujoco_cost.py --env HalfCheetah-v5 --configs sac default branched-utd10 --steps 1000
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="HalfCheetah-v5")
     parser.add_argument("--configs", nargs="+", default=["sac", "default", "branched-utd10"])
-    parser.add_argument("--steps", type=int, default=500, help="timed env steps after learning_starts")
+    parser.add_argument("--steps", type=int, default=1000, help="timed env steps after learning_starts")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     th.set_num_threads(1)
