@@ -512,16 +512,17 @@ class DeMoMixin:
         does not carry: ``predict`` then returns the bare actor's action and warns once.
         """
         ready = self.planner is not None and (not self.uses_learned_model or self.model_fitted)
-        plans_from_physics = hasattr(self.dynamics, "state_from_env")
-        if self.predict_with_planner and ready and plans_from_physics and not self._warned_actor_predict:
-            self._warned_actor_predict = True
-            warnings.warn(
-                f"{type(self).__name__}.predict returns the bare actor's action: model='mujoco' plans from the "
-                "training env's physics state, which an observation does not carry (set "
-                "predict_with_planner=False to silence this, or use a learned model to plan in predict)",
-                stacklevel=2,
-            )
-        if not (self.predict_with_planner and ready) or plans_from_physics:
+        if not (self.predict_with_planner and ready):
+            return super().predict(observation, state, episode_start, deterministic)  # type: ignore[misc]
+        if hasattr(self.dynamics, "state_from_env"):
+            if not self._warned_actor_predict:
+                self._warned_actor_predict = True
+                warnings.warn(
+                    f"{type(self).__name__}.predict returns the bare actor's action: model='mujoco' plans from the "
+                    "training env's physics state, which an observation does not carry (set "
+                    "predict_with_planner=False to silence this, or use a learned model to plan in predict)",
+                    stacklevel=2,
+                )
             return super().predict(observation, state, episode_start, deterministic)  # type: ignore[misc]
         obs = np.asarray(observation, dtype=np.float32)
         vectorized = obs.ndim == 2
