@@ -161,10 +161,11 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # MBPO's regime (jannerm/mbpo configs), not measured here: HalfCheetah's one-step rollouts and 40 gradient steps
     # per env step; Hopper's rollout length 1 -> 15 between 20k and 150k env steps and 20 gradient steps
-    # "branched-utd10": the same at 10 gradient steps per env step, what 2 CPU cores afford for 3 seeds
+    # "branched-utd10" / "-utd20": the same at 10 / 20 gradient steps per env step (what 2 CPU cores afford)
     "HalfCheetah-v5": {
         "branched": _mbpo_variant(rollout_length=1, gradient_steps=40),
         "branched-utd10": _mbpo_variant(rollout_length=1, gradient_steps=10),
+        "branched-utd20": _mbpo_variant(rollout_length=1, gradient_steps=20),
         **_DIAGNOSIS,
     },
     "Hopper-v5": {

@@ -78,6 +78,8 @@ class AugmentedReplayBuffer(ReplayBuffer):
         self.imagined_pos = 0
         self.imagined_full = False
         self.real_added = 0
+        self._fresh_key: tuple[Any, ...] | None = None
+        self._fresh_indices = np.zeros(0, dtype=np.int64)
 
     # ------------------------------------------------------------------ adding
 
@@ -145,11 +147,16 @@ class AugmentedReplayBuffer(ReplayBuffer):
     # ------------------------------------------------------------------ sampling
 
     def _fresh_imagined_indices(self) -> np.ndarray:
-        size = self.imagined_size()
-        idx = np.arange(size)
-        if self.imagined_max_age is not None and size > 0:
-            idx = idx[self.real_added - self.imagined_stamps[:size] <= self.imagined_max_age]
-        return idx
+        # a scan of the whole imagined buffer (400k rows in MBPO's regime) costs about a millisecond, so it is
+        # redone only when the buffer or the age cap changed: at 10 updates per env step, once per 10 batches
+        key = (self.real_added, self.imagined_pos, self.imagined_full, self.imagined_max_age)
+        if key != self._fresh_key:
+            size = self.imagined_size()
+            idx = np.arange(size)
+            if self.imagined_max_age is not None and size > 0:
+                idx = idx[self.real_added - self.imagined_stamps[:size] <= self.imagined_max_age]
+            self._fresh_key, self._fresh_indices = key, idx
+        return self._fresh_indices
 
     def num_imagined_in_batch(self, batch_size: int) -> int:
         """How many of ``batch_size`` samples come from imagination right now (0 when none is fresh)."""

@@ -59,6 +59,21 @@ def test_age_limit_drops_stale_model_data() -> None:
     assert (buf.sample(100).observations[:, 0] == 0.0).all()
 
 
+def test_fresh_model_data_follows_every_change_between_samples() -> None:
+    # the fresh rows are cached between changes: each add, imagined add and age-cap change must show
+    buf = AugmentedReplayBuffer(1000, OBS, ACT, device="cpu", imagined_fraction=0.5, imagined_max_age=20)
+    _fill(buf, 10)
+    _imagine(buf, 50, value=1.0)
+    _fill(buf, 15)
+    assert set(buf.sample(100).observations[50:, 0].tolist()) == {1.0}
+    _imagine(buf, 50, value=2.0)
+    assert set(buf.sample(400).observations[200:, 0].tolist()) == {1.0, 2.0}
+    _fill(buf, 6)  # the first 50 are now 21 real transitions old
+    assert set(buf.sample(100).observations[50:, 0].tolist()) == {2.0}
+    buf.imagined_max_age = None
+    assert set(buf.sample(400).observations[200:, 0].tolist()) == {1.0, 2.0}
+
+
 def test_non_finite_imagined_transitions_are_dropped() -> None:
     buf = AugmentedReplayBuffer(1000, OBS, ACT, device="cpu", imagined_fraction=0.5)
     obs = np.zeros((4, 3), np.float32)
