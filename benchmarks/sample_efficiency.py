@@ -166,6 +166,8 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "branched": _mbpo_variant(rollout_length=1, gradient_steps=40),
         "branched-utd10": _mbpo_variant(rollout_length=1, gradient_steps=10),
         "branched-utd20": _mbpo_variant(rollout_length=1, gradient_steps=20),
+        # REDQ's spread: 20 critic updates per env step, the actor and entropy coefficient once
+        "branched-utd20-delay20": {**_mbpo_variant(rollout_length=1, gradient_steps=20), "policy_delay": 20},
         **_DIAGNOSIS,
     },
     "Hopper-v5": {

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import numbers
 import pathlib
 from typing import Any, ClassVar
 
 import torch as th
+import torch.nn.functional as F
 from stable_baselines3 import SAC
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv
+from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.sac.policies import SACPolicy
 
 from sb3_demo.algorithms.checkpoint import demo_from_base
@@ -45,11 +48,58 @@ class DeMoSAC(DeMoMixin, SAC):
         of the controller's keyword arguments (e.g. ``budget_fraction``) to switch it on with them;
         ``dict(plan_ahead=True)`` plans each step in a worker thread while the previous action executes
         (:class:`~sb3_demo.realtime.PlanAheadController`)
+    :param policy_delay: the actor and the entropy coefficient are updated with every ``policy_delay``-th
+        critic update (as in TD3; REDQ updates them once per ``gradient_steps``): a critic update alone costs
+        about half of a full SAC update. 1 (default): SAC's own updates
     :param kwargs: every other argument of :class:`stable_baselines3.SAC`
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = SAC.policy_aliases
     policy: SACPolicy
+    policy_delay: int
+
+    def __init__(self, *args: Any, policy_delay: int = 1, **kwargs: Any) -> None:
+        if isinstance(policy_delay, bool) or not isinstance(policy_delay, numbers.Integral) or policy_delay < 1:
+            raise ValueError(f"policy_delay must be an integer >= 1, got {policy_delay!r}")
+        self.policy_delay = int(policy_delay)
+        super().__init__(*args, **kwargs)
+
+    def _update_networks(self, gradient_steps: int, batch_size: int) -> None:
+        """SAC's gradient steps; with ``policy_delay > 1`` all but every ``policy_delay``-th update the critics
+        alone (the logged losses are those of the full updates)."""
+        if self.policy_delay == 1:
+            super()._update_networks(gradient_steps, batch_size)
+            return
+        self.policy.set_training_mode(True)
+        for _ in range(gradient_steps):
+            if (self._n_updates + 1) % self.policy_delay == 0:
+                super()._update_networks(1, batch_size)  # critics, actor, entropy coefficient and targets
+            else:
+                self._update_critics(batch_size)
+
+    def _update_critics(self, batch_size: int) -> None:
+        """One update of the twin critics (and their targets) alone, with SAC's soft TD target."""
+        assert self.replay_buffer is not None
+        batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+        discounts = batch.discounts if batch.discounts is not None else self.gamma
+        if self.use_sde:
+            self.actor.reset_noise()
+        log_ent_coef = self.log_ent_coef
+        ent_coef = th.exp(log_ent_coef.detach()) if log_ent_coef is not None else self.ent_coef_tensor
+        with th.no_grad():
+            next_actions, next_log_prob = self.actor.action_log_prob(batch.next_observations)
+            next_q = th.cat(self.critic_target(batch.next_observations, next_actions), dim=1).min(dim=1).values
+            next_q = next_q.reshape(-1, 1) - ent_coef * next_log_prob.reshape(-1, 1)
+            target_q = batch.rewards + (1 - batch.dones) * discounts * next_q
+        critic_loss = 0.5 * sum(F.mse_loss(q, target_q) for q in self.critic(batch.observations, batch.actions))
+        assert isinstance(critic_loss, th.Tensor)
+        self.critic.optimizer.zero_grad()
+        critic_loss.backward()
+        self.critic.optimizer.step()
+        self._n_updates += 1
+        if self._n_updates % self.target_update_interval == 0:
+            polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+            polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
 
     @classmethod
     def from_sac(

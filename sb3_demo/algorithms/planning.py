@@ -428,9 +428,13 @@ class DeMoMixin:
         """SB3's gradient steps, then (``imitation_coef > 0``, once the planner acts) the actor's imitation
         steps."""
         with self.part_times.measure("gradient_steps"):
-            super().train(gradient_steps, batch_size)  # type: ignore[misc]
+            self._update_networks(gradient_steps, batch_size)
             if self.imitation_coef > 0 and self.planner_active():
                 self._imitate_executed_actions(gradient_steps, batch_size)
+
+    def _update_networks(self, gradient_steps: int, batch_size: int) -> None:
+        """The base algorithm's gradient steps (a front end may spread them differently)."""
+        super().train(gradient_steps, batch_size)  # type: ignore[misc]
 
     def _imitate_executed_actions(self, gradient_steps: int, batch_size: int) -> None:
         """Actor steps toward the actions in replay batches (the planner's, once it acts)."""

@@ -214,6 +214,9 @@ def test_analytic_model_for_unknown_env() -> None:
         (dict(exploration="actor", use_sde=True), "gSDE"),
         (dict(imitation_coef=-1.0), "imitation_coef"),
         (dict(imitation_coef="1"), "imitation_coef"),
+        (dict(policy_delay=0), "policy_delay"),
+        (dict(policy_delay=1.5), "policy_delay"),
+        (dict(policy_delay=True), "policy_delay"),
     ],
 )
 def test_invalid_settings(kwargs: dict, match: str) -> None:
@@ -415,3 +418,42 @@ def test_imitation_pulls_the_actor_to_the_planned_actions(algo: type) -> None:
             assert model.logger.name_to_value["train/imitation_loss"] > 0
     # the planner's actions (rows 100-400) and the random start: the imitating actor is far closer to them
     assert gaps[5.0] < 0.5 * gaps[0.0], gaps
+
+
+def _adam_steps(optimizer: th.optim.Optimizer) -> int:
+    return int(next(iter(optimizer.state.values()))["step"])
+
+
+def test_policy_delay_updates_actor_and_entropy_coefficient_every_nth_critic_update(tmp_path: Any) -> None:
+    model = _small(DeMoSAC, gym.make("Pendulum-v1"), policy_delay=3, gradient_steps=2)
+    model.learn(80)
+    critic_updates = model._n_updates
+    assert critic_updates >= 30
+    assert _adam_steps(model.critic.optimizer) == critic_updates
+    assert _adam_steps(model.actor.optimizer) == critic_updates // 3
+    assert _adam_steps(model.ent_coef_optimizer) == critic_updates // 3
+    model.save(tmp_path / "model.zip")
+    assert DeMoSAC.load(tmp_path / "model.zip").policy_delay == 3
+
+
+def test_critic_updates_alone_fit_the_td_target_and_leave_the_actor() -> None:
+    model = _small(DeMoSAC, gym.make("Pendulum-v1"), policy_delay=10_000, learning_starts=1000)
+    model.learn(300)  # random actions, no update yet
+    actor = [p.detach().clone() for p in model.actor.parameters()]
+    target = [p.detach().clone() for p in model.critic_target.parameters()]
+
+    batch = model.replay_buffer.sample(256)
+
+    def critic_loss() -> float:
+        th.manual_seed(1)  # the same next actions
+        with th.no_grad():
+            next_actions, next_log_prob = model.actor.action_log_prob(batch.next_observations)
+            next_q = th.min(*model.critic_target(batch.next_observations, next_actions))
+            target_q = batch.rewards + (1 - batch.dones) * model.gamma * (next_q - next_log_prob.reshape(-1, 1))
+            return float(sum(((q - target_q) ** 2).mean() for q in model.critic(batch.observations, batch.actions)))
+
+    before = critic_loss()
+    model.train(300, batch_size=64)
+    assert critic_loss() < 0.5 * before
+    assert all(th.equal(a, p) for a, p in zip(actor, model.actor.parameters(), strict=True))
+    assert not all(th.equal(t, p) for t, p in zip(target, model.critic_target.parameters(), strict=True))
