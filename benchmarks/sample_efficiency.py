@@ -216,6 +216,9 @@ def main() -> None:
     parser.add_argument("--tag", default="")
     parser.add_argument("--variant", default=None, help="named DeMo settings (DEMO_VARIANTS) instead of the defaults")
     parser.add_argument("--merge", nargs="+", default=None, help="JSON files to combine instead of running")
+    parser.add_argument(
+        "--save-models", default=None, help="folder for each run's final model (<env><tag>_<algorithm>_seed<seed>.zip)"
+    )
     args = parser.parse_args()
     if args.merge:
         merge(args.merge, f"sample_efficiency_{args.env}{args.tag}", args.threshold)
@@ -246,6 +249,9 @@ def main() -> None:
                     "part_seconds": dict(model.part_times.seconds) if hasattr(model, "part_times") else None,
                 }
             )
+            if args.save_models:  # e.g. to study the trained planner against its own actor afterwards
+                Path(args.save_models).mkdir(parents=True, exist_ok=True)
+                model.save(Path(args.save_models) / f"{args.env}{args.tag}_{label.replace(':', '_')}_seed{seed}.zip")
             RESULTS.mkdir(exist_ok=True)  # partial results survive an interrupted run
             (RESULTS / f"sample_efficiency_{args.env}{args.tag}.partial.json").write_text(json.dumps(results))
 
