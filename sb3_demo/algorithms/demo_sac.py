@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import pathlib
 from typing import Any, ClassVar
 
@@ -16,6 +15,7 @@ from stable_baselines3.sac.policies import SACPolicy
 
 from sb3_demo.algorithms.checkpoint import demo_from_base
 from sb3_demo.algorithms.planning import DeMoMixin
+from sb3_demo.checks import check_int
 
 
 class DeMoSAC(DeMoMixin, SAC):
@@ -59,9 +59,7 @@ class DeMoSAC(DeMoMixin, SAC):
     policy_delay: int
 
     def __init__(self, *args: Any, policy_delay: int = 1, **kwargs: Any) -> None:
-        if isinstance(policy_delay, bool) or not isinstance(policy_delay, numbers.Integral) or policy_delay < 1:
-            raise ValueError(f"policy_delay must be an integer >= 1, got {policy_delay!r}")
-        self.policy_delay = int(policy_delay)
+        self.policy_delay = check_int("policy_delay", policy_delay, 1)
         super().__init__(*args, **kwargs)
 
     def _update_networks(self, gradient_steps: int, batch_size: int) -> None:

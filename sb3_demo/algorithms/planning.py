@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 from sb3_demo.algorithms.checkpoint import check_demo_checkpoint
 from sb3_demo.buffers import AugmentedReplayBuffer
+from sb3_demo.checks import check_int
 from sb3_demo.common.env_checks import check_finite_step
 from sb3_demo.common.hardware import check_model_allowed, is_hardware_env
 from sb3_demo.common.imagination import add_imagined
@@ -166,8 +167,7 @@ class DeMoMixin:
     ) -> None:
         who = type(self).__name__
         check_model_choice(model, MODEL_CHOICES, who)
-        if not isinstance(imagined_rollouts, int) or imagined_rollouts < 0:
-            raise ValueError(f"imagined_rollouts must be an integer >= 0, got {imagined_rollouts!r}")
+        check_int("imagined_rollouts", imagined_rollouts, 0)
         if not (realtime is None or isinstance(realtime, bool | dict)):
             raise ValueError(
                 "realtime must be None (automatic on hardware envs), True, False or a dict of "

@@ -45,6 +45,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_demo.ars.distill import linear_layer_of, ridge_fit_linear
+from sb3_demo.checks import check_int
 from sb3_demo.common.model_factory import agent_dynamics, check_spaces
 from sb3_demo.common.policy_fns import normalize_obs, prior_rollout_value
 from sb3_demo.common.policy_planner import DEFAULT_LAYER_PLANNER_KWARGS, make_policy_planner, planner_settings
@@ -140,8 +141,7 @@ class DeMoARS(ARS):
             ("guided_episodes", guided_episodes, 0),
             ("guided_every", guided_every, 1),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_int(name, value, low)
         if not (isinstance(distill_ridge, int | float) and distill_ridge > 0 and math.isfinite(distill_ridge)):
             raise ValueError(f"distill_ridge must be a finite number > 0, got {distill_ridge!r}")
         if not (isinstance(distill_weight, int | float) and 0.0 <= distill_weight <= 1.0):
@@ -164,8 +164,7 @@ class DeMoARS(ARS):
         self.min_label_advantage = None if min_label_advantage is None else float(min_label_advantage)
         self.distill_ridge = float(distill_ridge)
         self.distill_weight = float(distill_weight)
-        if distill_patience is not None and (not isinstance(distill_patience, int) or distill_patience < 1):
-            raise ValueError(f"distill_patience must be None or an integer >= 1, got {distill_patience!r}")
+        check_int("distill_patience", distill_patience, 1, allow_none=True)
         self.distill_check = bool(distill_check)
         self.distill_patience = distill_patience
         self.dataset_size = dataset_size

@@ -29,15 +29,12 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
+from sb3_demo.checks import is_int
 from sb3_demo.common.imagination import model_rollout
 from sb3_demo.common.policy_fns import ObsTransform, policy_prior
 from sb3_demo.common.seeding import MODEL_ROLLOUTS, stream_generator
 
 RolloutLength = int | tuple[int, int, int, int]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -63,16 +60,16 @@ class BranchedRollouts:
     rollouts_start: int | None = None
 
     def __post_init__(self) -> None:
-        if not _is_int(self.num_rollouts) or self.num_rollouts < 1:
+        if not is_int(self.num_rollouts) or self.num_rollouts < 1:
             raise ValueError(f"branched_rollouts: num_rollouts must be an integer >= 1, got {self.num_rollouts!r}")
-        if not _is_int(self.rollout_freq) or self.rollout_freq < 1:
+        if not is_int(self.rollout_freq) or self.rollout_freq < 1:
             raise ValueError(f"branched_rollouts: rollout_freq must be an integer >= 1, got {self.rollout_freq!r}")
         length = self.rollout_length
         if isinstance(length, list):  # from a yml file
             object.__setattr__(self, "rollout_length", tuple(length))
             length = self.rollout_length
         if isinstance(length, tuple):
-            ok = len(length) == 4 and all(_is_int(x) for x in length)
+            ok = len(length) == 4 and all(is_int(x) for x in length)
             if ok:
                 start, end, low, high = length
                 ok = 0 <= start < end and 1 <= low <= high
@@ -82,14 +79,14 @@ class BranchedRollouts:
                     f"min_length, max_length) with 0 <= start_step < end_step and 1 <= min_length <= max_length, "
                     f"got {length!r}"
                 )
-        elif not _is_int(length) or length < 1:
+        elif not is_int(length) or length < 1:
             raise ValueError(
                 "branched_rollouts: rollout_length must be an integer >= 1 or a tuple (start_step, end_step, "
                 f"min_length, max_length), got {length!r}"
             )
         if not isinstance(self.deterministic, bool):
             raise ValueError(f"branched_rollouts: deterministic must be True or False, got {self.deterministic!r}")
-        if self.rollouts_start is not None and (not _is_int(self.rollouts_start) or self.rollouts_start < 0):
+        if self.rollouts_start is not None and (not is_int(self.rollouts_start) or self.rollouts_start < 0):
             raise ValueError(
                 f"branched_rollouts: rollouts_start must be None or an integer >= 0, got {self.rollouts_start!r}"
             )

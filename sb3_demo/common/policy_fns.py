@@ -24,6 +24,8 @@ import torch as th
 from gymnasium import spaces
 from torch import nn
 
+from sb3_demo.checks import check_int
+
 ObsTransform = Callable[[th.Tensor], th.Tensor]
 CriticReduce = Literal["min", "q1", "mean"]
 CRITIC_REDUCES = ("min", "q1", "mean")
@@ -317,8 +319,7 @@ def prior_rollout_value(
     :param steps: rollout length, >= 1
     :param discount: per-step discount, in (0, 1]
     """
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"value_rollout_steps must be an integer >= 1, got {steps!r}")
+    steps = check_int("value_rollout_steps", steps, 1)
     if not 0.0 < discount <= 1.0:
         raise ValueError(f"discount must be in (0, 1], got {discount}")
     low = th.as_tensor(np.asarray(action_space.low, dtype=np.float32)).reshape(-1)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from sb3_demo.checks import check_int
+
 # a learned model is first fitted once this many real transitions are stored
 MIN_MODEL_TRANSITIONS = 10
 
@@ -21,14 +23,6 @@ MIN_MODEL_TRANSITIONS = 10
 # fit (fits are warm-started; an uncapped fit on a small buffer runs for hundreds of epochs);
 # ``max_grad_steps=None`` removes the cap
 DEFAULT_MODEL_FIT_KWARGS: dict[str, Any] = {"max_grad_steps": 500}
-
-
-def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        allowed = f"{'None or ' if allow_none else ''}an integer >= {low}"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -49,11 +43,11 @@ class DeMoSchedule:
     min_transitions: int = MIN_MODEL_TRANSITIONS
 
     def __post_init__(self) -> None:
-        _check_int("model_train_freq", self.model_train_freq, 1)
-        _check_int("model_learning_starts", self.model_learning_starts, 0, allow_none=True)
+        check_int("model_train_freq", self.model_train_freq, 1)
+        check_int("model_learning_starts", self.model_learning_starts, 0, allow_none=True)
         if not (self.planner_starts == "auto" or (isinstance(self.planner_starts, int) and self.planner_starts >= 0)):
             raise ValueError(f"planner_starts must be 'auto' or an integer >= 0, got {self.planner_starts!r}")
-        _check_int("min_transitions", self.min_transitions, 0)
+        check_int("min_transitions", self.min_transitions, 0)
 
     def model_starts(self, learning_starts: int) -> int:
         """Env steps before the first fit."""

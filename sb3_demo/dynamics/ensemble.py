@@ -36,6 +36,8 @@ import numpy as np
 import torch as th
 from torch import nn
 
+from sb3_demo.checks import check_int, is_int
+
 RewardFn = Callable[[th.Tensor, th.Tensor, th.Tensor], th.Tensor]
 TerminationFn = Callable[[th.Tensor, th.Tensor, th.Tensor], th.Tensor]
 ArrayLike = np.ndarray | th.Tensor
@@ -152,12 +154,11 @@ class EnsembleDynamics(nn.Module):
             ("num_members", num_members),
             ("num_elites", num_elites),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(name, value, 1)
         if num_elites > num_members:
             raise ValueError(f"num_elites must be <= num_members ({num_members}), got {num_elites}")
         hidden_sizes = tuple(hidden_sizes)
-        if len(hidden_sizes) == 0 or any(not isinstance(h, int) or h < 1 for h in hidden_sizes):
+        if len(hidden_sizes) == 0 or any(not is_int(h) or h < 1 for h in hidden_sizes):
             raise ValueError(f"hidden_sizes must be a non-empty sequence of ints >= 1, got {hidden_sizes}")
         penalty_ok = isinstance(disagreement_penalty, int | float) and not isinstance(disagreement_penalty, bool)
         if not (penalty_ok and math.isfinite(disagreement_penalty) and disagreement_penalty >= 0):
@@ -761,17 +762,14 @@ def _check_fit_settings(
 ) -> None:
     """:raises ValueError: a fit setting out of its range (the message names it)"""
     for name, value in (("batch_size", batch_size), ("patience", patience)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if not isinstance(patience_steps, int) or patience_steps < 0:
-        raise ValueError(f"patience_steps must be an integer >= 0, got {patience_steps!r}")
+        check_int(name, value, 1)
+    check_int("patience_steps", patience_steps, 0)
     if reinit_growth is not None and not (
         isinstance(reinit_growth, int | float) and math.isfinite(reinit_growth) and reinit_growth > 1.0
     ):
         raise ValueError(f"reinit_growth must be None or a number > 1, got {reinit_growth!r}")
     for name, cap in (("max_epochs", max_epochs), ("max_grad_steps", max_grad_steps)):
-        if cap is not None and (not isinstance(cap, int) or cap < 1):
-            raise ValueError(f"{name} must be None or an integer >= 1, got {cap!r}")
+        check_int(name, cap, 1, allow_none=True)
 
 
 def _safe_std(x: th.Tensor) -> th.Tensor:

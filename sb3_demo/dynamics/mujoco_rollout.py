@@ -30,6 +30,8 @@ import numpy as np
 import torch as th
 from mujoco import rollout as mj_rollout
 
+from sb3_demo.checks import check_int
+
 StateFn = Callable[[th.Tensor], th.Tensor]
 TransitionFn = Callable[[th.Tensor, th.Tensor, th.Tensor], th.Tensor]
 
@@ -419,8 +421,7 @@ class MuJoCoRolloutDynamics:
         base = _unwrap_mujoco_env(env)
         if nthread is None:
             nthread = os.cpu_count() or 1
-        if not isinstance(nthread, int) or isinstance(nthread, bool) or nthread < 0:
-            raise ValueError(f"nthread must be None or an integer >= 0, got {nthread!r}")
+        nthread = check_int("nthread", nthread, 0)
         self.env = base
         self.model: mujoco.MjModel = base.model
         self.frame_skip = int(base.frame_skip)

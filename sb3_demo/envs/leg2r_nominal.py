@@ -15,6 +15,7 @@ import mujoco.rollout
 import numpy as np
 import torch as th
 
+from sb3_demo.checks import check_int
 from sb3_demo.envs.leg2r_model import (
     ACT_DIM,
     ELLIPSE_CENTER_Y,
@@ -108,8 +109,7 @@ class Leg2RNominalDynamics:
     ) -> None:
         if not (math.isfinite(control_period) and control_period > 0):
             raise ValueError(f"control_period must be a finite number of seconds > 0, got {control_period}")
-        if not isinstance(num_threads, int) or num_threads < 1:
-            raise ValueError(f"num_threads must be an integer >= 1, got {num_threads!r}")
+        num_threads = check_int("num_threads", num_threads, 1)
         self.params = params or LegParameters()
         self.control_period = float(control_period)
         self._model = mujoco.MjModel.from_xml_string(leg_mjcf(self.params))

@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 import torch as th
 
+from sb3_demo.checks import check_int
 from sb3_demo.dynamics.base import DynamicsModel, as_dynamics
 
 ValueFn = Callable[[th.Tensor], th.Tensor]
@@ -125,12 +126,6 @@ class _Diagnostics:
     all_invalid: th.Tensor
     fallback: th.Tensor
     any_fallback: bool
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 def _check_float(
@@ -269,10 +264,10 @@ class PlannerConfig:
     dtype: th.dtype = field(default=th.float32)
 
     def __post_init__(self) -> None:
-        self.horizon = _check_int("horizon", self.horizon, 1)
-        self.num_samples = _check_int("num_samples", self.num_samples, 1)
-        self.num_iterations = _check_int("num_iterations", self.num_iterations, 1)
-        self.num_particles = _check_int("num_particles", self.num_particles, 1)
+        self.horizon = check_int("horizon", self.horizon, 1)
+        self.num_samples = check_int("num_samples", self.num_samples, 1)
+        self.num_iterations = check_int("num_iterations", self.num_iterations, 1)
+        self.num_particles = check_int("num_particles", self.num_particles, 1)
         _check_choice("utility", self.utility, UTILITIES)
         self.temperature = _check_float("temperature", self.temperature, 0.0, low_open=True)
         self.elite_fraction = _check_float("elite_fraction", self.elite_fraction, 0.0, 1.0, low_open=True)
@@ -363,7 +358,7 @@ class DMDMPCPlanner:
     ) -> None:
         config = PlannerConfig.from_kwargs(settings, base=config)
         self.config = config
-        self.action_dim = _check_int("action_dim", action_dim, 1)
+        self.action_dim = check_int("action_dim", action_dim, 1)
         self.horizon = config.horizon
         self.num_samples = config.num_samples
         self.num_iterations = config.num_iterations

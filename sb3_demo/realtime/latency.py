@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from sb3_demo.checks import check_int
+
 
 class LatencyStats:
     """Latency and outcome of every planning step.
@@ -25,8 +27,7 @@ class LatencyStats:
     """
 
     def __init__(self, window: int | None = 100_000) -> None:
-        if window is not None and (not isinstance(window, int) or window < 1):
-            raise ValueError(f"window must be an integer >= 1 or None, got {window!r}")
+        check_int("window", window, 1, allow_none=True)
         self.window = window
         self.reset()
 

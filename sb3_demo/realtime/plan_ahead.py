@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch as th
 
+from sb3_demo.checks import check_int
 from sb3_demo.planner.dmd_mpc import DMDMPCPlanner, PlanningDeadlineExceeded, PlanResult
 from sb3_demo.realtime.controller import DeadlineGuard, RealTimeController
 
@@ -130,8 +131,7 @@ class PlanAheadController(RealTimeController):
             raise ValueError(f"tolerance must be a finite number > 0, got {tolerance!r}")
         if not (isinstance(atol, int | float) and math.isfinite(atol) and atol >= 0):
             raise ValueError(f"atol must be a finite number >= 0, got {atol!r}")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
-            raise ValueError(f"warmup must be an integer >= 1, got {warmup!r}")
+        check_int("warmup", warmup, 1)
         if on_stale not in STALE_POLICIES:
             raise ValueError(f"on_stale must be one of {list(STALE_POLICIES)}, got {on_stale!r}")
         if switch_interval is not None and not (math.isfinite(switch_interval) and switch_interval > 0):

@@ -36,6 +36,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
+from sb3_demo.checks import check_int
 from sb3_demo.common.executed_action import store_executed_actions
 
 SYNC_MODES = ("rollout", "step")
@@ -82,10 +83,8 @@ class ThreadedTrainCallback(BaseCallback):
         super().__init__(verbose)
         if sync not in SYNC_MODES:
             raise ValueError(f"sync must be one of {list(SYNC_MODES)}, got {sync!r}")
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
-        if max_lag is not None and (not isinstance(max_lag, int) or max_lag < 1):
-            raise ValueError(f"max_lag must be an integer >= 1 or None, got {max_lag!r}")
+        check_int("chunk_size", chunk_size, 1)
+        check_int("max_lag", max_lag, 1, allow_none=True)
         self.sync = sync
         self.chunk_size = chunk_size
         self.max_lag = max_lag
@@ -309,8 +308,7 @@ class RealTimeRolloutCallback(BaseCallback):
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
-        if rt_priority is not None and (not isinstance(rt_priority, int) or not 1 <= rt_priority <= 99):
-            raise ValueError(f"rt_priority must be an integer in [1, 99] or None, got {rt_priority!r}")
+        check_int("rt_priority", rt_priority, 1, high=99, allow_none=True)
         if rt_priority is None and extra_pids:
             raise ValueError("extra_pids needs an rt_priority")
         self.rt_priority = rt_priority
