@@ -78,8 +78,8 @@ class AugmentedReplayBuffer(ReplayBuffer):
         self.imagined_pos = 0
         self.imagined_full = False
         self.real_added = 0
-        self._fresh_key: tuple[Any, ...] | None = None
-        self._fresh_indices = np.zeros(0, dtype=np.int64)
+        self.imagined_added = 0
+        self._forget_fresh_indices()
 
     # ------------------------------------------------------------------ adding
 
@@ -139,6 +139,7 @@ class AugmentedReplayBuffer(ReplayBuffer):
         self.imagined_rewards[idx] = reward
         self.imagined_dones[idx] = done
         self.imagined_stamps[idx] = self.real_added
+        self.imagined_added += n
         if self.imagined_pos + n >= self.imagined_buffer_size:
             self.imagined_full = True
         self.imagined_pos = int((self.imagined_pos + n) % self.imagined_buffer_size)
@@ -146,10 +147,25 @@ class AugmentedReplayBuffer(ReplayBuffer):
 
     # ------------------------------------------------------------------ sampling
 
+    def _forget_fresh_indices(self) -> None:
+        self._fresh_key: tuple[Any, ...] | None = None
+        self._fresh_indices = np.zeros(0, dtype=np.int64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()  # the cache of fresh rows is rebuilt on demand, not saved
+        del state["_fresh_key"], state["_fresh_indices"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("imagined_added", 0)  # a buffer saved without the count: the cache key starts from 0
+        self.__dict__.update(state)
+        self._forget_fresh_indices()
+
     def _fresh_imagined_indices(self) -> np.ndarray:
         # a scan of the whole imagined buffer (400k rows in MBPO's regime) costs about a millisecond, so it is
-        # redone only when the buffer or the age cap changed: at 10 updates per env step, once per 10 batches
-        key = (self.real_added, self.imagined_pos, self.imagined_full, self.imagined_max_age)
+        # redone only when real or imagined transitions were added or the age cap changed: at 10 updates per
+        # env step, once per 10 batches
+        key = (self.real_added, self.imagined_added, self.imagined_max_age)
         if key != self._fresh_key:
             size = self.imagined_size()
             idx = np.arange(size)

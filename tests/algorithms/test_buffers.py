@@ -1,5 +1,7 @@
 """The replay-buffer augmentor: fractions, caps, ages, and the real part left as SB3 has it."""
 
+import pickle
+
 import numpy as np
 import pytest
 import torch as th
@@ -72,6 +74,21 @@ def test_fresh_model_data_follows_every_change_between_samples() -> None:
     assert set(buf.sample(100).observations[50:, 0].tolist()) == {2.0}
     buf.imagined_max_age = None
     assert set(buf.sample(400).observations[200:, 0].tolist()) == {1.0, 2.0}
+
+
+def test_a_full_turn_of_the_model_store_is_seen_and_pickling_keeps_no_cache() -> None:
+    buf = AugmentedReplayBuffer(
+        1000, OBS, ACT, device="cpu", imagined_fraction=0.5, imagined_buffer_size=50, imagined_max_age=20
+    )
+    _fill(buf, 10)
+    _imagine(buf, 50, value=1.0)
+    _fill(buf, 21)
+    assert buf.num_imagined_in_batch(100) == 0  # all stale
+    _imagine(buf, 50, value=3.0)  # a full turn: the write position is where it was
+    assert set(buf.sample(100).observations[50:, 0].tolist()) == {3.0}
+    copy = pickle.loads(pickle.dumps(buf))
+    assert "_fresh_indices" not in copy.__getstate__()
+    assert set(copy.sample(100).observations[50:, 0].tolist()) == {3.0}
 
 
 def test_non_finite_imagined_transitions_are_dropped() -> None:
