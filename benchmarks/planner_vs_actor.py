@@ -41,6 +41,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "400 samples": ({"num_samples": 400}, {}),
     "actor's share 0.5": ({"prior_fraction": 0.5}, {}),
     "narrow search (init_std 0.1)": ({"init_std": 0.1, "min_std": 0.05}, {}),
+    "centred on the actor (shift prior)": ({"shift": "prior"}, {}),
+    "centred on the actor, narrow": ({"shift": "prior", "init_std": 0.1, "min_std": 0.05}, {}),
     "standardised returns": ({"normalize_returns": True, "temperature": 0.5}, {}),
 }
 
