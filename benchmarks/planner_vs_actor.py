@@ -9,7 +9,7 @@ of them, the width of the search, the weights). Deterministic evaluation, as in 
 Example (a HalfCheetah-v5 agent after 20k steps)::
 
     python benchmarks/planner_vs_actor.py \
-        /work/models/HalfCheetah-v5_branched-utd20-delay20_s1_demosac_branched-utd20-delay20_seed1.zip \
+        models/HalfCheetah-v5_branched-utd20-delay20_s1_demosac_branched-utd20-delay20_seed1.zip \
         --env HalfCheetah-v5 --episodes 3
 """
 
