@@ -29,7 +29,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
-from sb3_demo.checks import is_int
+from sb3_demo.checks import check_int, is_int
 from sb3_demo.common.imagination import model_rollout
 from sb3_demo.common.policy_fns import ObsTransform, policy_prior
 from sb3_demo.common.seeding import MODEL_ROLLOUTS, stream_generator
@@ -60,10 +60,8 @@ class BranchedRollouts:
     rollouts_start: int | None = None
 
     def __post_init__(self) -> None:
-        if not is_int(self.num_rollouts) or self.num_rollouts < 1:
-            raise ValueError(f"branched_rollouts: num_rollouts must be an integer >= 1, got {self.num_rollouts!r}")
-        if not is_int(self.rollout_freq) or self.rollout_freq < 1:
-            raise ValueError(f"branched_rollouts: rollout_freq must be an integer >= 1, got {self.rollout_freq!r}")
+        check_int("branched_rollouts: num_rollouts", self.num_rollouts, 1)
+        check_int("branched_rollouts: rollout_freq", self.rollout_freq, 1)
         length = self.rollout_length
         if isinstance(length, list):  # from a yml file
             object.__setattr__(self, "rollout_length", tuple(length))
@@ -86,10 +84,7 @@ class BranchedRollouts:
             )
         if not isinstance(self.deterministic, bool):
             raise ValueError(f"branched_rollouts: deterministic must be True or False, got {self.deterministic!r}")
-        if self.rollouts_start is not None and (not is_int(self.rollouts_start) or self.rollouts_start < 0):
-            raise ValueError(
-                f"branched_rollouts: rollouts_start must be None or an integer >= 0, got {self.rollouts_start!r}"
-            )
+        check_int("branched_rollouts: rollouts_start", self.rollouts_start, 0, allow_none=True)
 
     def length_at(self, num_timesteps: int) -> int:
         """The rollout length after ``num_timesteps`` env steps."""
