@@ -168,6 +168,13 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "branched-utd20": _mbpo_variant(rollout_length=1, gradient_steps=20),
         # REDQ's spread: 20 critic updates per env step, the actor and entropy coefficient once
         "branched-utd20-delay20": {**_mbpo_variant(rollout_length=1, gradient_steps=20), "policy_delay": 20},
+        # ... with a LayerNorm in the critics: at 20 critic updates the collapsing seeds' critics overvalued
+        # their own trajectories (BENCHMARKS.md)
+        "branched-utd20-delay20-ln": {
+            **_mbpo_variant(rollout_length=1, gradient_steps=20),
+            "policy_delay": 20,
+            "policy_kwargs": dict(critic_layer_norm=True),
+        },
         **_DIAGNOSIS,
     },
     "Hopper-v5": {

@@ -15,6 +15,7 @@ from stable_baselines3.sac.policies import SACPolicy
 
 from sb3_demo.algorithms.checkpoint import demo_from_base
 from sb3_demo.algorithms.planning import DeMoMixin
+from sb3_demo.algorithms.policies import DeMoSACPolicy
 from sb3_demo.checks import check_int
 
 
@@ -27,7 +28,8 @@ class DeMoSAC(DeMoMixin, SAC):
     executed action; by default it is an :class:`~sb3_demo.buffers.AugmentedReplayBuffer` that also
     samples the planner's imagined transitions (``replay_buffer_kwargs=dict(imagined_fraction=...)``).
 
-    :param policy: the SAC policy (``"MlpPolicy"`` or a class)
+    :param policy: the SAC policy (``"MlpPolicy"``: :class:`~sb3_demo.algorithms.policies.DeMoSACPolicy`, SB3's
+        SACPolicy with ``policy_kwargs=dict(critic_layer_norm=True)`` for LayerNorm critics; or a class)
     :param env: the environment (a flat Box observation space and a Box action space)
     :param planner_kwargs: :class:`~sb3_demo.DMDMPCPlanner` settings (defaults: the 2022 reference code)
     :param model: ``"ensemble"`` (default), ``"analytic"``, ``"mujoco"`` or a DynamicsModel instance
@@ -54,7 +56,7 @@ class DeMoSAC(DeMoMixin, SAC):
     :param kwargs: every other argument of :class:`stable_baselines3.SAC`
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = SAC.policy_aliases
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {**SAC.policy_aliases, "MlpPolicy": DeMoSACPolicy}
     policy: SACPolicy
     policy_delay: int
 

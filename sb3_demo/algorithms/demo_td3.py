@@ -13,6 +13,7 @@ from stable_baselines3.td3.policies import TD3Policy
 
 from sb3_demo.algorithms.checkpoint import demo_from_base
 from sb3_demo.algorithms.planning import DeMoMixin
+from sb3_demo.algorithms.policies import DeMoTD3Policy
 
 
 class DeMoTD3(DeMoMixin, TD3):
@@ -22,12 +23,13 @@ class DeMoTD3(DeMoMixin, TD3):
     mean) and exploration comes from TD3's ``action_noise``, added to the planned action. Everything else is as in
     :class:`~sb3_demo.DeMoSAC`; see it for the DeMo arguments.
 
-    :param policy: the TD3 policy (``"MlpPolicy"`` or a class)
+    :param policy: the TD3 policy (``"MlpPolicy"``: :class:`~sb3_demo.algorithms.policies.DeMoTD3Policy`, SB3's
+        TD3Policy with ``policy_kwargs=dict(critic_layer_norm=True)`` for LayerNorm critics; or a class)
     :param env: the environment (a flat Box observation space and a Box action space)
     :param kwargs: every other argument of :class:`stable_baselines3.TD3`
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = TD3.policy_aliases
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {**TD3.policy_aliases, "MlpPolicy": DeMoTD3Policy}
     policy: TD3Policy
     _default_exploration = "actor"
     _from_base_method = "from_td3"
