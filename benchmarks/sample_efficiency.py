@@ -180,6 +180,11 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "Hopper-v5": {
         "branched": _mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=20),
         "branched-utd10": _mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=10),
+        "branched-utd20-delay20-ln": {
+            **_mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=20),
+            "policy_delay": 20,
+            "policy_kwargs": dict(critic_layer_norm=True),
+        },
         **_DIAGNOSIS,
     },
 }
