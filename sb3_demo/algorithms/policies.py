@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
-from stable_baselines3.common.policies import ContinuousCritic
+from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
 from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
 from stable_baselines3.sac.policies import SACPolicy
@@ -58,52 +58,39 @@ class LayerNormContinuousCritic(ContinuousCritic):
             self.q_networks.append(q_net)
 
 
-class DeMoSACPolicy(SACPolicy):
-    """SB3's :class:`~stable_baselines3.sac.policies.SACPolicy` with one more setting.
+class CriticLayerNormMixin(BasePolicy):
+    """The ``critic_layer_norm`` setting of :class:`DeMoSACPolicy` and :class:`DeMoTD3Policy`, before SB3's
+    SACPolicy / TD3Policy in their bases (both build their critics in ``make_critic`` from ``critic_kwargs``).
 
     :param critic_layer_norm: a LayerNorm after each hidden layer of the critics (and their targets)
-    :param args: SACPolicy's arguments
-    :param kwargs: SACPolicy's keyword arguments
     """
+
+    critic_kwargs: dict[str, Any]
 
     def __init__(self, *args: Any, critic_layer_norm: bool = False, **kwargs: Any) -> None:
         if not isinstance(critic_layer_norm, bool):
             raise TypeError(f"critic_layer_norm must be True or False, got {critic_layer_norm!r}")
-        self.critic_layer_norm = critic_layer_norm  # read by make_critic, which SACPolicy.__init__ calls
+        self.critic_layer_norm = critic_layer_norm  # read by make_critic, which the base's __init__ calls
         super().__init__(*args, **kwargs)
 
     def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> ContinuousCritic:
-        if not self.critic_layer_norm:
-            return super().make_critic(features_extractor)
+        # SACPolicy's and TD3Policy's own make_critic, with the class chosen
+        critic_class = LayerNormContinuousCritic if self.critic_layer_norm else ContinuousCritic
         critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
-        return LayerNormContinuousCritic(**critic_kwargs).to(self.device)
+        return critic_class(**critic_kwargs).to(self.device)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {**super()._get_constructor_parameters(), "critic_layer_norm": self.critic_layer_norm}
 
 
-class DeMoTD3Policy(TD3Policy):
-    """SB3's :class:`~stable_baselines3.td3.policies.TD3Policy` with one more setting.
+class DeMoSACPolicy(CriticLayerNormMixin, SACPolicy):
+    """SB3's :class:`~stable_baselines3.sac.policies.SACPolicy` with ``critic_layer_norm``
+    (:class:`CriticLayerNormMixin`); SACPolicy's arguments otherwise."""
 
-    :param critic_layer_norm: a LayerNorm after each hidden layer of the critics (and their targets)
-    :param args: TD3Policy's arguments
-    :param kwargs: TD3Policy's keyword arguments
-    """
 
-    def __init__(self, *args: Any, critic_layer_norm: bool = False, **kwargs: Any) -> None:
-        if not isinstance(critic_layer_norm, bool):
-            raise TypeError(f"critic_layer_norm must be True or False, got {critic_layer_norm!r}")
-        self.critic_layer_norm = critic_layer_norm  # read by make_critic, which TD3Policy.__init__ calls
-        super().__init__(*args, **kwargs)
-
-    def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> ContinuousCritic:
-        if not self.critic_layer_norm:
-            return super().make_critic(features_extractor)
-        critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
-        return LayerNormContinuousCritic(**critic_kwargs).to(self.device)
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), "critic_layer_norm": self.critic_layer_norm}
+class DeMoTD3Policy(CriticLayerNormMixin, TD3Policy):
+    """SB3's :class:`~stable_baselines3.td3.policies.TD3Policy` with ``critic_layer_norm``
+    (:class:`CriticLayerNormMixin`); TD3Policy's arguments otherwise."""
 
 
 __all__ = ["DeMoSACPolicy", "DeMoTD3Policy", "LayerNormContinuousCritic"]
