@@ -88,7 +88,14 @@ def demo_from_base(
     :param demo_kwargs: every other argument of ``cls`` (planner_kwargs, model, learning_rate, ...);
         ``INHERITED_SETTINGS`` (policy_kwargs, gamma, tau, batch_size, ...) default to the source's
     :raises TypeError: the source is not a ``base_cls``
+    :raises ValueError: ``policy_kwargs`` asks for LayerNorm critics, whose weights the source has none of
     """
+    if (demo_kwargs.get("policy_kwargs") or {}).get("critic_layer_norm"):
+        raise ValueError(
+            f"{cls.__name__}: critic_layer_norm=True cannot start from a {base_cls.__name__}: its critic has no "
+            f"LayerNorm, so its weights do not fit one. Start from it without critic_layer_norm, or train a "
+            f"{cls.__name__} with policy_kwargs=dict(critic_layer_norm=True) from scratch"
+        )
     base = source if isinstance(source, BaseAlgorithm) else base_cls.load(source, device=device)
     if not isinstance(base, base_cls):
         raise TypeError(f"{cls.__name__}: expected a {base_cls.__name__} (or its file), got {type(base).__name__}")

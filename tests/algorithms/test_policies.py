@@ -7,6 +7,7 @@ from typing import Any
 import gymnasium as gym
 import pytest
 import torch as th
+from stable_baselines3 import SAC, TD3
 from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 from torch import nn
@@ -95,3 +96,16 @@ def test_layer_norm_critics_learn_and_survive_save_load(algo: type, tmp_path: An
 def test_a_bad_layer_norm_setting_is_named(algo: type) -> None:
     with pytest.raises(TypeError, match="critic_layer_norm must be True or False, got 'yes'"):
         _algo(algo, critic_layer_norm="yes")
+
+
+@pytest.mark.parametrize(("algo", "base", "method"), [(DeMoSAC, SAC, "from_sac"), (DeMoTD3, TD3, "from_td3")])
+def test_starting_layer_norm_critics_from_a_plain_checkpoint_is_refused_before_loading(
+    algo: type, base: type, method: str
+) -> None:
+    plain = base("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[32, 32]), seed=0)
+    before = {k: v.clone() for k, v in plain.policy.state_dict().items()}
+    with pytest.raises(ValueError, match="critic_layer_norm=True cannot start from a"):
+        getattr(algo, method)(plain, model="analytic", policy_kwargs=dict(net_arch=[32, 32], critic_layer_norm=True))
+    after = plain.policy.state_dict()
+    assert all(th.equal(before[k], after[k]) for k in before)  # the source is untouched
+    assert isinstance(getattr(algo, method)(plain, model="analytic"), algo)  # without the setting it starts
