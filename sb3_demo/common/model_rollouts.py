@@ -32,6 +32,7 @@ from gymnasium import spaces
 from sb3_demo.checks import check_int, is_int
 from sb3_demo.common.imagination import model_rollout
 from sb3_demo.common.policy_fns import ObsTransform, policy_prior
+from sb3_demo.common.schedule import started
 from sb3_demo.common.seeding import MODEL_ROLLOUTS, stream_generator
 
 RolloutLength = int | tuple[int, int, int, int]
@@ -198,12 +199,7 @@ class ModelRolloutRunner:
         :param learned_model: the model is learned (it must have been fitted)
         :param model_fitted: the learned model has been fitted at least once
         """
-        if learned_model and not model_fitted:
-            return False
-        start = self.settings.rollouts_start
-        if start is None:
-            start = 0 if learned_model else learning_starts
-        return num_timesteps >= start
+        return started(num_timesteps, self.settings.rollouts_start, learning_starts, learned_model, model_fitted)
 
     def maybe_run(
         self,

@@ -25,6 +25,26 @@ MIN_MODEL_TRANSITIONS = 10
 DEFAULT_MODEL_FIT_KWARGS: dict[str, Any] = {"max_grad_steps": 500}
 
 
+def started(
+    num_timesteps: int, start: int | None, learning_starts: int, learned_model: bool, model_fitted: bool
+) -> bool:
+    """Whether a model-driven part (the planner acting, branched rollouts) runs now: never before a learned
+    model's first fit, then from ``start`` (None: at once for a fitted learned model, at ``learning_starts``
+    for other models).
+
+    :param num_timesteps: env steps so far
+    :param start: env steps before the part runs (None: the rule above)
+    :param learning_starts: the agent's ``learning_starts``
+    :param learned_model: the model is learned (it must have been fitted)
+    :param model_fitted: the learned model has been fitted at least once
+    """
+    if learned_model and not model_fitted:
+        return False
+    if start is None:
+        start = 0 if learned_model else learning_starts
+    return num_timesteps >= start
+
+
 @dataclass(frozen=True)
 class DeMoSchedule:
     """When the planner acts and when a learned model's fit is due (stateless: the front end keeps the
@@ -61,11 +81,8 @@ class DeMoSchedule:
         :param learned_model: the planner's model is learned (it must be fitted before the planner acts)
         :param model_fitted: the learned model has been fitted at least once
         """
-        if learned_model and not model_fitted:
-            return False
-        if self.planner_starts == "auto":
-            return num_timesteps >= (0 if learned_model else learning_starts)
-        return num_timesteps >= int(self.planner_starts)
+        start = None if self.planner_starts == "auto" else int(self.planner_starts)
+        return started(num_timesteps, start, learning_starts, learned_model, model_fitted)
 
     def fit_due(self, num_timesteps: int, learning_starts: int, last_fit: int, transitions: int) -> bool:
         """Whether a learned model's fit is due now.

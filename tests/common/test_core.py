@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch as th
 
 from sb3_demo import DMDMPCPlanner, PlannerConfig
 from sb3_demo.common.executed_action import EXECUTED_ACTION_KEY, GUIDED_KEY, store_executed_actions
+from sb3_demo.common.model_rollouts import BranchedRollouts, ModelRolloutRunner
 from sb3_demo.common.policy_planner import DEFAULT_PLANNER_KWARGS, CriticValue, plan_step, planner_settings
 from sb3_demo.common.schedule import DeMoSchedule
 
@@ -66,6 +69,18 @@ def test_schedule() -> None:
     assert not schedule.planner_active(500, 100, learned_model=True, model_fitted=False)
     assert schedule.planner_active(0, 100, learned_model=True, model_fitted=True)
     assert not schedule.planner_active(99, 100, learned_model=False, model_fitted=False)
+    assert schedule.planner_active(100, 100, learned_model=False, model_fitted=False)
+    fixed = DeMoSchedule(planner_starts=300)
+    assert not fixed.planner_active(299, 100, learned_model=True, model_fitted=True)
+    assert fixed.planner_active(300, 100, learned_model=False, model_fitted=False)
+    # branched rollouts start by the same rule, from their own ``rollouts_start``: never before a learned
+    # model's first fit; by default at once for a fitted learned model, at learning_starts (100) otherwise
+    for start in (None, 300):
+        runner = ModelRolloutRunner(BranchedRollouts(rollouts_start=start))
+        for steps, learned, fitted in itertools.product((0, 99, 100, 299, 300), (False, True), (False, True)):
+            first = start if start is not None else (0 if learned else 100)
+            expected = (fitted or not learned) and steps >= first
+            assert runner.active(steps, 100, learned, fitted) == expected, (start, steps, learned, fitted)
     for bad in (dict(model_train_freq=True), dict(model_train_freq=0), dict(planner_starts="later")):
         with pytest.raises(ValueError):
             DeMoSchedule(**bad)  # type: ignore[arg-type]
