@@ -1,8 +1,10 @@
 """How far a saved agent's critic is from the truth on its own trajectories.
 
-The bare actor runs deterministic episodes; at each visited state the critics' values of the executed action
+The bare actor runs deterministic episodes (``--stochastic``: sampled actions, the policy SAC's critic
+evaluates); at each visited state the critics' values of the executed action
 (the twins' min and mean) are set against the discounted return that followed (gamma of the agent). States of
-the last 300 steps of an episode are left out (their return is cut by the time limit: gamma**300 < 0.05).
+the last 300 steps of an episode the time limit ends are left out (their return is cut short: gamma**300 < 0.05);
+an episode the env ends (a fall) keeps every state.
 SAC's soft value also counts the entropy bonus of the stochastic policy; ``entropy_bonus`` is its size,
 ``ent_coef * mean(-log pi) * gamma / (1 - gamma)`` at the visited states, so a bias well above it is the critic's.
 On HalfCheetah, ``flipped_share`` is the share of steps the cheetah spends on its back (body angle, observation 1,
@@ -38,13 +40,13 @@ def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
     return returns
 
 
-def episode(model: Any, env: gym.Env, seed: int) -> dict[str, np.ndarray]:
-    """One deterministic episode of the bare actor: rewards, the critics' values, -log pi at each state."""
+def episode(model: Any, env: gym.Env, seed: int, deterministic: bool = True) -> dict[str, np.ndarray]:
+    """One episode of the bare actor: rewards, the critics' values, -log pi at each state."""
     obs, _ = env.reset(seed=seed)
     rewards, q_values, neg_log_probs, angles = [], [], [], []
     done = False
     while not done:
-        action, _ = model.policy.predict(obs, deterministic=True)  # the bare actor, not the planner
+        action, _ = model.policy.predict(obs, deterministic=deterministic)  # the bare actor, not the planner
         with th.no_grad():
             obs_t = th.as_tensor(obs, dtype=th.float32, device=model.device)[None]
             act_t = th.as_tensor(model.policy.scale_action(action), dtype=th.float32, device=model.device)[None]
@@ -57,6 +59,7 @@ def episode(model: Any, env: gym.Env, seed: int) -> dict[str, np.ndarray]:
         angles.append(float(obs[1]))
         done = terminated or truncated
     return {
+        "truncated": np.array(not terminated),
         "rewards": np.array(rewards),
         "q": np.array(q_values),
         "neg_log_prob": np.array(neg_log_probs),
@@ -71,6 +74,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="", help="suffix of the results file")
+    parser.add_argument(
+        "--stochastic", action="store_true", help="the actor samples its actions (the policy the critic evaluates)"
+    )
     args = parser.parse_args()
     th.set_num_threads(1)
     algo = DeMoTD3 if "td3" in Path(args.model).name.lower() else DeMoSAC
@@ -78,12 +84,14 @@ def main() -> None:
     env = gym.make(args.env)
     rows = []
     for i in range(args.episodes):
-        ep = episode(model, env, args.seed + i)
-        n = max(len(ep["rewards"]) - CUT, 1)
+        ep = episode(model, env, args.seed + i, deterministic=not args.stochastic)
+        # an episode the env ended (a fall) has its whole return; the time limit cuts the last steps' short
+        n = max(len(ep["rewards"]) - CUT, 1) if ep["truncated"] else len(ep["rewards"])
         returns = discounted_returns(ep["rewards"], model.gamma)[:n]
         q = ep["q"][:n]
         row = {
             "episode_return": float(ep["rewards"].sum()),
+            "episode_length": len(ep["rewards"]),
             "q_min": float(q.min(axis=1).mean()),
             "q_mean": float(q.mean()),
             "discounted_return": float(returns.mean()),
@@ -97,7 +105,17 @@ def main() -> None:
         rows.append(row)
         print(json.dumps({k: round(v, 2) for k, v in row.items()}))
     out = RESULTS / f"critic_bias_{args.env}{args.tag}.json"
-    out.write_text(json.dumps({"model": Path(args.model).name, "env": args.env, "seed": args.seed, "episodes": rows}))
+    out.write_text(
+        json.dumps(
+            {
+                "model": Path(args.model).name,
+                "env": args.env,
+                "seed": args.seed,
+                "stochastic": args.stochastic,
+                "episodes": rows,
+            }
+        )
+    )
     print(f"-> {out}")
 
 
