@@ -180,6 +180,13 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "Hopper-v5": {
         "branched": _mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=20),
         "branched-utd10": _mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=10),
+        # the model's 5-step error on a 20k agent's own states is 5 % of the states' spread (1 step: 2 %), so
+        # rollouts grow to 5 steps between 5k and 15k env steps instead of MBPO's 1 until 20k; the model store
+        # holds the last 1000 env steps of them (4 rounds of 100k rollouts x 5 steps)
+        "branched-utd10-len5": {
+            **_mbpo_variant(rollout_length=(5_000, 15_000, 1, 5), gradient_steps=10),
+            "replay_buffer_kwargs": dict(imagined_fraction=0.95, imagined_buffer_size=2_000_000, imagined_max_age=1000),
+        },
         "branched-utd20-delay20-ln": {
             **_mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=20),
             "policy_delay": 20,
