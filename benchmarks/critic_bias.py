@@ -85,7 +85,7 @@ def main() -> None:
     rows = []
     for i in range(args.episodes):
         ep = episode(model, env, args.seed + i, deterministic=not args.stochastic)
-        # an episode the env ended (a fall) has its whole return; the time limit cuts the last steps' short
+        # an episode the env ended (a fall) has its whole return; the time limit cuts the last steps' returns short
         n = max(len(ep["rewards"]) - CUT, 1) if ep["truncated"] else len(ep["rewards"])
         returns = discounted_returns(ep["rewards"], model.gamma)[:n]
         q = ep["q"][:n]
