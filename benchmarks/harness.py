@@ -198,6 +198,9 @@ def steps_to_threshold(rows: list[dict[str, float]], key: str, threshold: float)
     return float("nan")
 
 
+RECENT_EVALS = 3
+
+
 @dataclass
 class SeedSummary:
     """One evaluated policy over seeds: steps to the threshold and final returns, with IQM [95% CI] (3+ seeds)."""
@@ -205,6 +208,7 @@ class SeedSummary:
     hits: list[float]  # per seed; nan: never
     counted: np.ndarray  # per seed, never counted as the budget
     finals: np.ndarray  # per seed, the last evaluation
+    recent: np.ndarray  # per seed, the mean of the last RECENT_EVALS evaluations (one checkpoint can swing by hundreds)
     iqm_steps: str = "-"
     iqm_final: str = "-"
 
@@ -218,8 +222,10 @@ def seed_summary(rows_per_seed: list[list[dict[str, float]]], key: str, threshol
     ``budget``: a lower bound for a run whose own budget it is, conservative for one with a shorter budget."""
     hits = [steps_to_threshold(rows, key, threshold) for rows in rows_per_seed]
     counted = np.array([h if np.isfinite(h) else budget for h in hits])
-    finals = np.array([[row[key] for row in rows if key in row][-1] for rows in rows_per_seed])
-    summary = SeedSummary(hits, counted, finals)
+    returns = [[row[key] for row in rows if key in row] for rows in rows_per_seed]
+    finals = np.array([r[-1] for r in returns])
+    recent = np.array([np.mean(r[-RECENT_EVALS:]) for r in returns])
+    summary = SeedSummary(hits, counted, finals, recent)
     if len(rows_per_seed) >= 3:
         iqm = iqm_ci({"steps": counted, "final": finals})
         summary.iqm_steps, summary.iqm_final = format_iqm(iqm["steps"]), format_iqm(iqm["final"])

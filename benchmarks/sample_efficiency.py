@@ -29,7 +29,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
-from harness import RESULTS, eval_recorder, plot_curves, seed_summary, table_header, zoo_hyperparams
+from harness import RECENT_EVALS, RESULTS, eval_recorder, plot_curves, seed_summary, table_header, zoo_hyperparams
 from stable_baselines3 import SAC, TD3
 from stable_baselines3.common.monitor import Monitor
 
@@ -313,7 +313,8 @@ def summary_table(results: dict[str, Any]) -> str:
     """Steps to the threshold and final returns per algorithm and evaluated policy; IQM [95% CI] with 3+ seeds."""
     threshold, budget = results["threshold"], results["steps"]
     columns = ["algorithm", "eval", "steps to threshold per seed", "median", "IQM [95% CI]"]
-    columns += ["final return (mean over seeds)", "IQM [95% CI]", "ms / env step"]
+    columns += ["final return per seed", "mean", "IQM [95% CI]", f"mean of the last {RECENT_EVALS} evaluations"]
+    columns += ["ms / env step"]
     lines = [f"{results['env']}, threshold {threshold}, {budget} steps", "", *table_header(*columns)]
     medians: dict[str, float] = {}
     for name, runs in results["runs"].items():
@@ -323,8 +324,9 @@ def summary_table(results: dict[str, Any]) -> str:
             medians[f"{name}/{key}"] = med = float(np.median(seeds.counted))
             ms = np.mean([r["wall_per_step_ms"] for r in runs])
             lines.append(
-                f"| {name} | {key} | {seeds.hits_text} | {med:.0f} | {seeds.iqm_steps} | {np.mean(seeds.finals):.1f} "
-                f"| {seeds.iqm_final} | {ms:.1f} |"
+                f"| {name} | {key} | {seeds.hits_text} | {med:.0f} | {seeds.iqm_steps} "
+                f"| {' / '.join(f'{f:.0f}' for f in seeds.finals)} | {np.mean(seeds.finals):.1f} | {seeds.iqm_final} "
+                f"| {np.mean(seeds.recent):.1f} | {ms:.1f} |"
             )
     for demo in results["runs"]:  # every DeMo run (today's settings, ``name:variant``) against its base algorithm
         base = demo.split(":")[0].removeprefix("demo")
