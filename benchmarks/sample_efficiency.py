@@ -187,8 +187,9 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
             **_mbpo_variant(rollout_length=(5_000, 15_000, 1, 5), gradient_steps=10),
             "replay_buffer_kwargs": dict(imagined_fraction=0.95, imagined_buffer_size=2_000_000, imagined_max_age=1000),
         },
-        # the planner searching near the actor (its mean as the shift, init_std 0.1): on the trained 30k agents
-        # the only planner setting that matched their actors at evaluation (BENCHMARKS.md "Hopper-v5 at 30k")
+        # the planner searching near the actor (each step's plan starts from the actor's actions, init_std 0.1):
+        # on the trained 30k agents the only planner setting that matched their actors at evaluation
+        # (BENCHMARKS.md "Hopper-v5 at 30k")
         "branched-utd10-prior": {
             **_mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=10),
             "planner_kwargs": {**MUJOCO_SETTINGS["planner_kwargs"], "shift": "prior", "init_std": 0.1, "min_std": 0.05},
