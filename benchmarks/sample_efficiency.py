@@ -76,6 +76,10 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+# MBPO's Hopper rollout-length schedule: 1 model step until 20k env steps, growing to 15 by 150k
+_HOPPER_ROLLOUT_LENGTH = (20_000, 150_000, 1, 15)
+
+
 def _mbpo_variant(rollout_length: Any, gradient_steps: int) -> dict[str, Any]:
     """MBPO's regime over MUJOCO_SETTINGS: 100k rollouts every 250 env steps (400 per step) right after a model
     fit every 250 steps, 95% model data in each batch (real_ratio 0.05), model data of the last 1000 env steps
@@ -178,8 +182,8 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         **_DIAGNOSIS,
     },
     "Hopper-v5": {
-        "branched": _mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=20),
-        "branched-utd10": _mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=10),
+        "branched": _mbpo_variant(rollout_length=_HOPPER_ROLLOUT_LENGTH, gradient_steps=20),
+        "branched-utd10": _mbpo_variant(rollout_length=_HOPPER_ROLLOUT_LENGTH, gradient_steps=10),
         # the model's 5-step error on a 20k agent's own states is 5 % of the states' spread (1 step: 2 %), so
         # rollouts grow to 5 steps between 5k and 15k env steps instead of MBPO's 1 until 20k; the model store
         # holds the last 1000 env steps of them (4 rounds of 100k rollouts x 5 steps)
@@ -191,11 +195,11 @@ DEMO_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         # on the trained 30k agents the only planner setting that matched their actors at evaluation
         # (BENCHMARKS.md "Hopper-v5 at 30k")
         "branched-utd10-prior": {
-            **_mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=10),
+            **_mbpo_variant(rollout_length=_HOPPER_ROLLOUT_LENGTH, gradient_steps=10),
             "planner_kwargs": {**MUJOCO_SETTINGS["planner_kwargs"], "shift": "prior", "init_std": 0.1, "min_std": 0.05},
         },
         "branched-utd20-delay20-ln": {
-            **_mbpo_variant(rollout_length=(20_000, 150_000, 1, 15), gradient_steps=20),
+            **_mbpo_variant(rollout_length=_HOPPER_ROLLOUT_LENGTH, gradient_steps=20),
             "policy_delay": 20,
             "policy_kwargs": dict(critic_layer_norm=True),
         },
